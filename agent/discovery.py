@@ -1,0 +1,358 @@
+"""The watched-process set and its pod/container attribution.
+
+Measures: which processes Vigil watches. Source: ``<procfs>/<pid>/{cmdline,comm,stat,cgroup}``
+(read once per process; the cgroup and start time are cached by ``(pid, start time)`` so a
+reused pid is never mistaken for its predecessor), plus pids that other components add
+(the GPU collector adds every pid holding a GPU). Cost: one directory listing and one
+``cmdline`` read per process per refresh (default every 5 s). Privilege: none to read
+other users' ``cmdline``; root to see every ``cgroup`` file under hidepid.
+
+It is the one source of truth: the other collectors ask it, never /proc directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+log = logging.getLogger("vigil.discovery")
+
+
+# --- cgroup parsing (pure) ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CgroupIdentity:
+    pod_uid: str = ""
+    container_id: str = ""
+    runtime: str = ""  # docker | containerd | cri-o | podman | "" when unknown
+    # True when the path looks like a Kubernetes pod's but could not be fully parsed.
+    unknown_shape: bool = False
+
+
+# Pod UIDs are RFC 4122 UUIDs; the systemd driver writes them with '_' for '-'. Static
+# (mirror) pods use a 32-hex-digit config hash instead.
+_POD = re.compile(
+    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})"
+    r"(?:\.slice)?(?=/|$)"
+)
+# Last path element naming a container: "<runtime prefix>-<64 hex>.scope" (systemd driver)
+# or a bare 64-hex id (cgroupfs driver), optionally followed by a nested "/container" etc.
+_CONTAINER = re.compile(
+    r"(?:^|/)(?P<prefix>docker-|cri-containerd-|crio-|libpod-|containerd-)?"
+    r"(?P<id>[0-9a-f]{64})(?:\.scope)?(?=/|$)"
+)
+_RUNTIME = {
+    "docker-": "docker",
+    "cri-containerd-": "containerd",
+    "containerd-": "containerd",
+    "crio-": "cri-o",
+    "libpod-": "podman",
+}
+
+
+def parse_cgroup(text: str) -> CgroupIdentity:
+    """``/proc/<pid>/cgroup`` contents → pod UID and container id (either may be empty).
+
+    Handles cgroup v1 (``N:controllers:/path``, one line per hierarchy) and v2
+    (``0::/path``), the systemd and cgroupfs drivers, and docker / containerd / CRI-O /
+    podman id forms. CRI-O's ``crio-conmon-<id>`` monitor is not a container.
+    """
+    paths: list[str] = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hier, controllers, path = parts
+        # v2's unified line first: it is the one the kernel keeps on v2 and hybrid hosts.
+        if hier == "0" and controllers == "":
+            paths.insert(0, path)
+        else:
+            paths.append(path)
+    for path in paths:
+        identity = _parse_path(path)
+        if identity.pod_uid or identity.container_id:
+            return identity
+    looks_kube = any("kubepods" in p for p in paths)
+    return CgroupIdentity(unknown_shape=looks_kube)
+
+
+def _parse_path(path: str) -> CgroupIdentity:
+    pod_uid = ""
+    m = _POD.search(path)
+    if m:
+        raw = m.group(1)
+        pod_uid = raw.replace("_", "-") if len(raw) == 36 else raw
+    container_id = runtime = ""
+    for cm in _CONTAINER.finditer(path):
+        # The innermost match is the container; earlier ones would be parents.
+        container_id = cm.group("id")
+        runtime = _RUNTIME.get(cm.group("prefix") or "", "")
+    if "crio-conmon-" in path and not container_id:
+        return CgroupIdentity(pod_uid=pod_uid, runtime="cri-o")
+    if not runtime and container_id:
+        if "/docker/" in path or path.startswith("/docker"):
+            runtime = "docker"
+        elif "crio" in path:
+            runtime = "cri-o"
+    return CgroupIdentity(pod_uid=pod_uid, container_id=container_id, runtime=runtime)
+
+
+def parse_stat_start_time(text: str) -> int:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks since boot).
+
+    ``comm`` (field 2) may hold spaces and parentheses, so fields are counted from the
+    last ``)``.
+    """
+    rest = text[text.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state); field 22 is rest[19].
+    return int(rest[19])
+
+
+# --- the watched set ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    comm: str
+    cmdline: str
+    start_time: int
+    pod_uid: str = ""
+    container_id: str = ""
+    pod: str = ""  # pod name when the Kubernetes API resolved it
+    namespace: str = ""
+    container: str = ""  # container name when resolved
+    sources: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def pod_label(self) -> str:
+        """Pod name, or the pod UID when no API resolved it (still unique per pod)."""
+        return self.pod or self.pod_uid
+
+    @property
+    def container_label(self) -> str:
+        return self.container or self.container_id[:12]
+
+    def labels(self) -> dict[str, str]:
+        """The labels every per-process series carries (see the metric contract).
+
+        ``pid`` is present only where no pod is known: inside a pod the pod/container/comm
+        triple is stable across restarts, a pid is not.
+        """
+        out = {
+            "pod": self.pod_label,
+            "namespace": self.namespace,
+            "container": self.container_label,
+            "comm": self.comm,
+        }
+        if not self.pod_label:
+            out["pid"] = str(self.pid)
+        return out
+
+
+LABEL_NAMES = ("pod", "namespace", "container", "comm", "pid")
+
+
+def series_labels(info: ProcessInfo | None, pid: int, comm: str = "") -> tuple[str, ...]:
+    """Values for :data:`LABEL_NAMES`, with ``pid`` empty when a pod is known."""
+    if info is None:
+        return ("", "", "", comm, str(pid))
+    lab = info.labels()
+    return (lab["pod"], lab["namespace"], lab["container"], lab["comm"], lab.get("pid", ""))
+
+
+class PodResolver(Protocol):
+    """Maps a pod UID to (pod name, namespace, {container id: container name})."""
+
+    def lookup(self, pod_uid: str) -> tuple[str, str, Mapping[str, str]] | None: ...
+
+
+class Discovery:
+    """Keeps the watched set fresh in a background thread; readers get an immutable dict."""
+
+    def __init__(
+        self,
+        procfs: str = "/proc",
+        patterns: Iterable[str] = (),
+        interval: float = 5.0,
+        resolver: PodResolver | None = None,
+        self_pid: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.procfs = procfs
+        self.patterns = [re.compile(p) for p in patterns]
+        self.interval = interval
+        self.resolver = resolver
+        self._self_pid = os.getpid() if self_pid is None else self_pid
+        self._clock = clock
+        self._extra: dict[str, frozenset[int]] = {}
+        self._cache: dict[tuple[int, int], ProcessInfo] = {}
+        self._watched: dict[int, ProcessInfo] = {}
+        self._skipped: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.generation = 0
+
+    # -- what other components use ------------------------------------------------------
+    def snapshot(self) -> Mapping[int, ProcessInfo]:
+        return self._watched
+
+    def get(self, pid: int) -> ProcessInfo | None:
+        return self._watched.get(pid)
+
+    def set_extra(self, source: str, pids: Iterable[int]) -> None:
+        """Replaces the pids that ``source`` (e.g. "gpu") wants watched."""
+        with self._lock:
+            self._extra[source] = frozenset(pids)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, name="vigil-discovery", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh()
+            except Exception as exc:  # a bug here must not stop discovery for good
+                log.error("discovery refresh failed", exc_info=True, extra={"error": str(exc)})
+
+    # -- the work -----------------------------------------------------------------------
+    def _skip(self, reason: str) -> None:
+        self._skipped[reason] = self._skipped.get(reason, 0) + 1
+
+    def _read(self, pid: int, name: str) -> bytes:
+        with open(f"{self.procfs}/{pid}/{name}", "rb") as f:
+            return f.read()
+
+    def refresh(self) -> None:
+        with self._lock:
+            extra: dict[int, set[str]] = {}
+            for source, pids in self._extra.items():
+                for pid in pids:
+                    extra.setdefault(pid, set()).add(source)
+        try:
+            entries = os.listdir(self.procfs)
+        except OSError as exc:
+            log.error("cannot list procfs", extra={"procfs": self.procfs, "error": exc.strerror})
+            return
+        watched: dict[int, ProcessInfo] = {}
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid == self._self_pid:
+                continue
+            sources = set(extra.get(pid, ()))
+            try:
+                raw = self._read(pid, "cmdline")
+            except FileNotFoundError:
+                continue  # exited between listdir and open: not worth counting
+            except PermissionError:
+                self._skip("permission")
+                continue
+            except OSError:
+                self._skip("unreadable")
+                continue
+            cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+            if cmdline and any(p.search(cmdline) for p in self.patterns):
+                sources.add("watch")
+            if not sources:
+                continue
+            info = self._describe(pid, cmdline, frozenset(sources))
+            if info is not None:
+                watched[pid] = info
+        # Forget cached identities of processes that are gone.
+        live = {(i.pid, i.start_time) for i in watched.values()}
+        self._cache = {k: v for k, v in self._cache.items() if k in live}
+        if watched.keys() != self._watched.keys():
+            self.generation += 1
+        self._watched = watched
+
+    def _describe(self, pid: int, cmdline: str, sources: frozenset[str]) -> ProcessInfo | None:
+        try:
+            start = parse_stat_start_time(self._read(pid, "stat").decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, IndexError):
+            self._skip("unreadable")
+            return None
+        cached = self._cache.get((pid, start))
+        if cached is not None:
+            info = replace(cached, sources=sources) if cached.sources != sources else cached
+            self._cache[(pid, start)] = info
+            return info
+        try:
+            comm = self._read(pid, "comm").decode("utf-8", "replace").strip()
+            cgroup = self._read(pid, "cgroup").decode("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+        except OSError:
+            self._skip("unreadable")
+            return None
+        ident = parse_cgroup(cgroup)
+        if ident.unknown_shape:
+            self._skip("unknown_cgroup")
+            log.debug("cgroup path of unknown shape", extra={"pid": pid, "cgroup": cgroup[:200]})
+        pod = namespace = container = ""
+        if ident.pod_uid and self.resolver is not None:
+            found = self.resolver.lookup(ident.pod_uid)
+            if found is not None:
+                pod, namespace, containers = found
+                container = containers.get(ident.container_id, "")
+        info = ProcessInfo(
+            pid=pid,
+            comm=comm,
+            cmdline=cmdline,
+            start_time=start,
+            pod_uid=ident.pod_uid,
+            container_id=ident.container_id,
+            pod=pod,
+            namespace=namespace,
+            container=container,
+            sources=sources,
+        )
+        self._cache[(pid, start)] = info
+        return info
+
+    # -- as a collector -----------------------------------------------------------------
+    name = "discovery"
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "vigil_watched_process_info",
+            "A process Vigil watches, with its pod attribution (value is always 1).",
+            labels=["pid", "comm", "pod", "namespace", "container", "pod_uid", "container_id",
+                    "source"],
+        )
+        for p in sorted(self._watched.values(), key=lambda p: p.pid):
+            info.add_metric(
+                [str(p.pid), p.comm, p.pod_label, p.namespace, p.container_label, p.pod_uid,
+                 p.container_id, ",".join(sorted(p.sources))],
+                1.0,
+            )
+        skipped = CounterMetricFamily(
+            "vigil_discovery_skipped_processes",
+            "Processes discovery could not fully read, by reason.",
+            labels=["reason"],
+        )
+        for reason in ("permission", "unreadable", "unknown_cgroup"):
+            skipped.add_metric([reason], float(self._skipped.get(reason, 0)))
+        return [info, skipped]
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,158 @@
+"""`vigil doctor`: can each collector run here, and if not, exactly why and what fixes it.
+
+System checks are shared facts (privilege, bcc, tracefs, headers); each collector adds its
+own through ``CollectorSpec.doctor``. Exit status is non-zero when a collector that was
+explicitly enabled (flag, environment or config file) cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from agent import __version__
+from agent.config import Config
+from agent.registry import Check, CollectorSpec
+
+SETUP_FIX = "sudo scripts/setup.sh   (from the Vigil checkout)"
+
+
+def _venv_sees_system_packages() -> bool | None:
+    """None outside a venv; else whether it was made with --system-site-packages."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    cfg = Path(sys.prefix) / "pyvenv.cfg"
+    try:
+        text = cfg.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "include-system-site-packages":
+            return value.strip().lower() == "true"
+    return False
+
+
+def bcc_check() -> Check:
+    """Whether ``import bcc`` works, and if not, the precise reason."""
+    try:
+        importlib.import_module("bcc")
+    except ImportError as exc:
+        sees = _venv_sees_system_packages()
+        system_bcc = Path("/usr/lib/python3/dist-packages/bcc/__init__.py").exists()
+        if system_bcc and sees is False:
+            return Check(
+                "bcc Python module",
+                False,
+                f"python3-bpfcc is installed but this virtualenv ({sys.prefix}) was created "
+                "without --system-site-packages, so it cannot see it",
+                f"rm -rf {sys.prefix} && /usr/bin/python3 -m venv --system-site-packages "
+                f"{sys.prefix}   (or: {SETUP_FIX})",
+            )
+        if system_bcc and not sys.executable.startswith("/usr/bin/") and sees is None:
+            return Check(
+                "bcc Python module",
+                False,
+                f"python3-bpfcc is built for /usr/bin/python3, but vigil runs on "
+                f"{sys.executable} (Python {platform.python_version()})",
+                f"run vigil from a venv made with /usr/bin/python3 -m venv "
+                f"--system-site-packages   (or: {SETUP_FIX})",
+            )
+        return Check(
+            "bcc Python module",
+            False,
+            f"import bcc failed: {exc}",
+            f"apt-get install python3-bpfcc bpfcc-tools   (or: {SETUP_FIX})",
+        )
+    return Check("bcc Python module", True, "import bcc works")
+
+
+def root_check() -> Check:
+    if os.geteuid() == 0:
+        return Check("privilege", True, "running as root")
+    return Check(
+        "privilege",
+        False,
+        "not root: loading BPF needs CAP_BPF + CAP_PERFMON, py-spy needs CAP_SYS_PTRACE",
+        "run as root, or grant the capabilities: setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep",
+    )
+
+
+def tracefs_check() -> Check:
+    if Path("/sys/kernel/tracing/events/sched/sched_switch").exists():
+        return Check("tracefs", True, "mounted at /sys/kernel/tracing")
+    if Path("/sys/kernel/debug/tracing/events/sched/sched_switch").exists():
+        return Check("tracefs", True, "available under /sys/kernel/debug/tracing")
+    return Check(
+        "tracefs",
+        False,
+        "scheduler tracepoints not visible: tracefs is not mounted",
+        "mount -t tracefs nodev /sys/kernel/tracing",
+    )
+
+
+def headers_check() -> Check:
+    release = platform.release()
+    build = Path(f"/lib/modules/{release}/build")
+    if (build / "include").exists() or (build / "Makefile").exists():
+        return Check("kernel headers", True, f"{build} -> {build.resolve()}")
+    return Check(
+        "kernel headers",
+        False,
+        f"{build} is missing: bcc compiles probes at load time and needs headers even with BTF",
+        f"apt-get install linux-headers-{release}, or where none exists: {SETUP_FIX} "
+        "(links Debian's generic headers)",
+    )
+
+
+def system_checks() -> list[Check]:
+    return [root_check(), bcc_check(), tracefs_check(), headers_check()]
+
+
+def run_doctor(config: Config, specs: Sequence[CollectorSpec], out: TextIO) -> int:
+    """Prints the report; returns the exit status."""
+    w = out.write
+    w(f"vigil {__version__} doctor — Python {platform.python_version()} ({sys.executable})\n\n")
+    w("system\n")
+    for c in system_checks():
+        _print_check(w, c)
+    w("\ncollectors\n")
+    status = 0
+    for spec in specs:
+        enabled = config.enabled(spec.name)
+        explicit = config.explicitly_enabled(spec.name)
+        if not enabled:
+            w(f"  {spec.name:<8} disabled   (enable with --collector.{spec.name})\n")
+            continue
+        if spec.factory is None:
+            w(f"  {spec.name:<8} not ready  not built yet: this collector exports nothing but "
+              f"vigil_scrape_collector_success 0\n")
+            if explicit:
+                status = 1
+            continue
+        checks = spec.doctor(config.collector_options(spec.name)) if spec.doctor else []
+        failed = [c for c in checks if not c.ok]
+        if not failed:
+            w(f"  {spec.name:<8} ready\n")
+        else:
+            w(f"  {spec.name:<8} not ready\n")
+            if explicit:
+                status = 1
+        for c in checks:
+            _print_check(w, c, indent=4)
+    if status:
+        w("\nan explicitly enabled collector cannot run (exit status 1)\n")
+    return status
+
+
+def _print_check(write: Callable[[str], object], c: Check, indent: int = 2) -> None:
+    pad = " " * indent
+    mark = "ok  " if c.ok else "FAIL"
+    write(f"{pad}{mark} {c.what}: {c.detail}\n")
+    if not c.ok and c.fix:
+        write(f"{pad}     fix: {c.fix}\n")

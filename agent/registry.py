@@ -1,0 +1,340 @@
+"""The collector protocol, and the wrapper that isolates and times collectors.
+
+A collector turns one raw source (BPF maps, NVML, py-spy, drift windows) into metric
+families. Slow sources refresh a snapshot in a background thread; ``collect()`` only reads
+the latest snapshot, so a scrape never waits on the kernel, the driver or a child process.
+
+Every scrape goes through :class:`CollectorSet`: each collector's families are taken whole
+or not at all, and ``vigil_scrape_collector_success{collector}`` /
+``vigil_scrape_collector_duration_seconds{collector}`` say which ones worked. A collector
+that raises loses only its own metrics; one that cannot start (no root, no bcc, no GPU)
+reports success 0 and is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from agent.log import log_limited
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from agent.config import Config
+    from agent.discovery import Discovery
+
+log = logging.getLogger("vigil.registry")
+
+
+class CollectorUnavailable(Exception):
+    """A collector cannot run here. ``reason`` says why; ``fix`` is the command that helps."""
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fix = fix
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """What every collector implements. See agent/collectors/ for examples."""
+
+    name: str
+
+    def start(self) -> None:
+        """Opens the source and starts background work. Raises CollectorUnavailable."""
+
+    def collect(self) -> Iterable[Metric]:
+        """Metric families from the latest snapshot. Must not block on the source."""
+        ...
+
+    def ready(self) -> bool:
+        """True once the first snapshot exists (or the first refresh failed)."""
+        ...
+
+    def close(self) -> None:
+        """Stops background work, child processes and kernel attachments."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--collector.<name>.<opt>`` option; its type drives parsing and --help."""
+
+    name: str
+    type: str  # "int" | "float" | "duration" | "bool" | "str" | "list"
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `vigil doctor`: ok, the precise reason, and the command that fixes it."""
+
+    what: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Context:
+    """The outside world a collector may use, injected so tests can replace it."""
+
+    config: Config
+    discovery: Discovery
+    # Components mount HTTP routes here (drift ingest, profiles); the server adds them.
+    routes: list[web.RouteDef] = field(default_factory=list)
+
+
+Factory = Callable[[Context, dict[str, Any]], Collector]
+Doctor = Callable[[dict[str, Any]], list[Check]]
+
+
+@dataclass(frozen=True)
+class CollectorSpec:
+    """How a collector module registers itself (see agent/collectors/__init__.py)."""
+
+    name: str
+    help: str
+    options: tuple[Option, ...] = ()
+    default_enabled: bool = True
+    # None while the collector's own work has not landed: it is listed, reports
+    # success 0 and says "not built yet" in `vigil doctor`, and exports nothing else.
+    factory: Factory | None = None
+    doctor: Doctor | None = None
+
+
+class SnapshotCollector:
+    """Base for collectors whose source is slow: a thread refreshes, scrapes read.
+
+    Subclasses implement :meth:`refresh` (talks to the source, returns a snapshot) and
+    :meth:`render` (snapshot → families, pure and cheap). A failed refresh drops the
+    collector's metrics until the next good one: stale numbers are worse than none.
+    """
+
+    name = "snapshot"
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._snapshot: Any = None
+        self._error: BaseException | None = None
+        self._first = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- to implement -------------------------------------------------------
+    def open(self) -> None:
+        """Acquires the source; raise CollectorUnavailable when it cannot be had."""
+
+    def refresh(self) -> Any:
+        raise NotImplementedError
+
+    def render(self, snapshot: Any) -> Iterable[Metric]:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Releases the source; called once, after the thread has stopped."""
+
+    # -- the protocol -------------------------------------------------------
+    def start(self) -> None:
+        self.open()
+        self._thread = threading.Thread(target=self._loop, name=f"vigil-{self.name}", daemon=True)
+        self._thread.start()
+
+    def collect(self) -> Iterable[Metric]:
+        if self._error is not None:
+            raise RuntimeError(f"last refresh failed: {self._error}")
+        snapshot = self._snapshot
+        if snapshot is None:
+            return []
+        return self.render(snapshot)
+
+    def ready(self) -> bool:
+        return self._first.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+        self.shutdown()
+
+    def refresh_now(self) -> None:
+        """One refresh in the caller's thread; used by the loop and by tests."""
+        try:
+            self._snapshot = self.refresh()
+            self._error = None
+        except Exception as exc:
+            self._error = exc
+            log_limited(
+                log,
+                logging.ERROR,
+                f"refresh:{type(exc).__name__}",
+                "collector refresh failed",
+                collector=self.name,
+                error=str(exc),
+                every=60.0,
+            )
+        finally:
+            self._first.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = self._clock()
+            self.refresh_now()
+            elapsed = self._clock() - started
+            self._stop.wait(max(0.0, self.interval - elapsed))
+
+
+@dataclass
+class Entry:
+    """One collector slot of the agent, started or not."""
+
+    name: str
+    collector: Collector | None
+    state: str  # "running" | "unavailable" | "not_built"
+    reason: str = ""
+    fix: str = ""
+
+
+class CollectorSet:
+    """A prometheus_client collector that runs every Vigil collector in isolation.
+
+    Registered on a private ``CollectorRegistry``, so only Vigil's own series appear.
+    """
+
+    def __init__(self, entries: Sequence[Entry], clock: Callable[[], float] = time.perf_counter):
+        self.entries = list(entries)
+        self._clock = clock
+        self._errors: dict[str, int] = {e.name: 0 for e in self.entries}
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        # Describing would call every collector at registration; an empty description
+        # tells prometheus_client not to check for duplicate names here.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(
+            "vigil_scrape_collector_success",
+            "Whether the collector produced its metrics in this scrape (1) or not (0).",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "vigil_scrape_collector_duration_seconds",
+            "Time the collector took to render its metrics in this scrape.",
+            labels=["collector"],
+        )
+        for entry in self.entries:
+            ok, families, elapsed = self._run(entry)
+            yield from families
+            success.add_metric([entry.name], 1.0 if ok else 0.0)
+            duration.add_metric([entry.name], elapsed)
+        errors = CounterMetricFamily(
+            "vigil_collector_errors",
+            "Unexpected errors raised by a collector while rendering a scrape.",
+            labels=["collector"],
+        )
+        with self._lock:
+            for name, count in self._errors.items():
+                errors.add_metric([name], float(count))
+        yield success
+        yield duration
+        yield errors
+
+    def _run(self, entry: Entry) -> tuple[bool, list[Metric], float]:
+        if entry.collector is None or entry.state != "running":
+            return False, [], 0.0
+        started = self._clock()
+        try:
+            # Materialised here so that a generator failing halfway loses all its families.
+            families = list(entry.collector.collect())
+        except Exception as exc:
+            with self._lock:
+                self._errors[entry.name] = self._errors.get(entry.name, 0) + 1
+            log_limited(
+                log,
+                logging.ERROR,
+                f"collect:{entry.name}:{type(exc).__name__}",
+                "collector failed during scrape",
+                collector=entry.name,
+                error=f"{type(exc).__name__}: {exc}",
+                every=60.0,
+            )
+            return False, [], self._clock() - started
+        return True, families, self._clock() - started
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready when every running collector has its first snapshot; lists those pending."""
+        pending = [
+            e.name
+            for e in self.entries
+            if e.state == "running" and e.collector is not None and not e.collector.ready()
+        ]
+        return not pending, pending
+
+    def close(self, deadline: float = 4.0) -> None:
+        """Closes all collectors in parallel, giving up on stragglers after ``deadline``."""
+        threads = []
+        for entry in self.entries:
+            if entry.collector is None or entry.state != "running":
+                continue
+            t = threading.Thread(target=_close_quietly, args=(entry,), daemon=True)
+            t.start()
+            threads.append(t)
+        end = time.monotonic() + deadline
+        for t in threads:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+
+
+def _close_quietly(entry: Entry) -> None:
+    assert entry.collector is not None
+    try:
+        entry.collector.close()
+    except Exception as exc:
+        log.error("collector close failed", extra={"collector": entry.name, "error": str(exc)})
+
+
+def start_collectors(
+    specs: Sequence[CollectorSpec], ctx: Context, enabled: dict[str, bool]
+) -> list[Entry]:
+    """Builds and starts each enabled collector; failures become entries, not exceptions."""
+    entries: list[Entry] = []
+    for spec in specs:
+        if not enabled.get(spec.name, spec.default_enabled):
+            continue
+        if spec.factory is None:
+            entries.append(Entry(spec.name, None, "not_built", "not built yet"))
+            log.info("collector not built yet", extra={"collector": spec.name})
+            continue
+        options = ctx.config.collector_options(spec.name)
+        try:
+            collector = spec.factory(ctx, options)
+            collector.start()
+        except CollectorUnavailable as exc:
+            entries.append(Entry(spec.name, None, "unavailable", exc.reason, exc.fix))
+            log.warning(
+                "collector unavailable",
+                extra={"collector": spec.name, "reason": exc.reason, "fix": exc.fix},
+            )
+            continue
+        except Exception as exc:
+            entries.append(Entry(spec.name, None, "unavailable", f"{type(exc).__name__}: {exc}"))
+            log.error(
+                "collector failed to start",
+                exc_info=True,
+                extra={"collector": spec.name, "error": str(exc)},
+            )
+            continue
+        entries.append(Entry(spec.name, collector, "running"))
+        log.info("collector started", extra={"collector": spec.name})
+    return entries

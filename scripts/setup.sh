@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# One idempotent installer for Vigil, shared by the Makefile, the Dockerfile and CI.
+#
+# As root on Debian 12 it installs the system packages the agent and its tests need,
+# makes kernel headers visible to bcc, mounts tracefs, and creates .venv. Not root, it
+# skips the system steps (saying which) and only builds .venv. Each step checks before it
+# acts, so a second run does nothing and takes about a second.
+#
+#   scripts/setup.sh            everything
+#   VIGIL_SETUP_MINIMAL=1 ...   runtime only: no test/benchmark tools (the container image)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VIGIL_VENV:-$ROOT/.venv}"
+# bcc's Python module ships only as Debian's python3-bpfcc, built for the system Python,
+# so the venv is made from that interpreter and sees its dist-packages.
+SYSTEM_PYTHON="${VIGIL_SYSTEM_PYTHON:-/usr/bin/python3}"
+MINIMAL="${VIGIL_SETUP_MINIMAL:-0}"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for p in "$@"; do have_pkg "$p" || missing+=("$p"); done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_system_packages() {
+    if ! command -v apt-get >/dev/null; then
+        log "no apt-get: not a Debian system; install python3-bpfcc, kernel headers, prometheus and prometheus-alertmanager yourself"
+        return 0
+    fi
+    local pkgs=(python3 python3-venv python3-dev gcc make ca-certificates
+                python3-bpfcc bpfcc-tools)
+    if [ "$MINIMAL" != 1 ]; then
+        # Real binaries for the end-to-end tests; linux-perf for `perf bench` in bench/.
+        pkgs+=(prometheus prometheus-alertmanager linux-perf procps)
+    fi
+    apt_install "${pkgs[@]}"
+}
+
+# bcc compiles probes with clang at load time and needs kernel headers even with BTF.
+install_kernel_headers() {
+    local rel build
+    rel="$(uname -r)"
+    build="/lib/modules/$rel/build"
+    if [ -e "$build/include" ] || [ -e "$build/Makefile" ]; then
+        return 0
+    fi
+    if apt-cache show "linux-headers-$rel" >/dev/null 2>&1 || { apt-get update -qq && apt-cache show "linux-headers-$rel" >/dev/null 2>&1; }; then
+        apt_install "linux-headers-$rel"
+        [ -e "$build" ] && return 0
+    fi
+    # No headers for this kernel (custom or cloud kernels): the distribution's generic
+    # headers are enough for tracepoint programs, which read fields by the running
+    # kernel's tracefs format, never by struct offsets.
+    log "no linux-headers-$rel in the archive; linking Debian's generic headers for bcc"
+    apt_install linux-headers-amd64
+    local arch common
+    arch="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)"
+    common="$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)"
+    if [ -z "$arch" ] || [ -z "$common" ]; then
+        log "WARNING: generic headers not found under /usr/src; the sched collector will not load"
+        return 0
+    fi
+    mkdir -p "/lib/modules/$rel"
+    ln -sfn "$arch" "/lib/modules/$rel/build"
+    ln -sfn "$common" "/lib/modules/$rel/source"
+    log "linked $build -> $arch"
+}
+
+mount_tracefs() {
+    if [ -e /sys/kernel/tracing/events ] ; then return 0; fi
+    if mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
+        log "mounted tracefs at /sys/kernel/tracing"
+    else
+        log "WARNING: could not mount tracefs at /sys/kernel/tracing; the sched collector will not load"
+    fi
+}
+
+make_venv() {
+    if [ ! -x "$SYSTEM_PYTHON" ]; then
+        log "no $SYSTEM_PYTHON; falling back to $(command -v python3) (bcc will not be importable)"
+        SYSTEM_PYTHON="$(command -v python3)"
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating $VENV from $SYSTEM_PYTHON (with system site-packages, for bcc)"
+        "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
+    fi
+    local extras="[test,dev]"
+    [ "$MINIMAL" = 1 ] && extras=""
+    # Reinstall only when the dependency list changed.
+    local stamp="$VENV/.vigil-deps" want
+    want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16) $extras"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing Python dependencies into $VENV"
+        # Hosts with a local wheel mirror configured but absent print one warning per
+        # package; they say nothing about this install, so they are filtered out.
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip \
+            2> >(grep -v 'is ignored: it is neither' >&2)
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT$extras" \
+            2> >(grep -v 'is ignored: it is neither' >&2)
+        echo "$want" > "$stamp"
+    fi
+}
+
+main() {
+    if is_root; then
+        install_system_packages
+        install_kernel_headers
+        mount_tracefs
+    else
+        log "not root: skipping system packages, kernel headers and tracefs (the sched collector needs them; run this script as root once)"
+    fi
+    make_venv
+    log "ready: $VENV/bin/vigil"
+}
+
+main "$@"

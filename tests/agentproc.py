@@ -1,0 +1,117 @@
+"""Start a real `vigil run` (or any vigil command) as a child process, for tests.
+
+Usage::
+
+    with AgentProcess(["--watch", "myworkload"]) as agent:
+        text = agent.metrics()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VIGIL = [sys.executable, "-m", "agent.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class AgentProcess:
+    """`vigil run` on a free loopback port; waits for /readyz; SIGTERM on exit."""
+
+    def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 ready_timeout: float = 30.0, wait_ready: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = ["run", "--listen", f"127.0.0.1:{self.port}", *(args or [])]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+        full_env.update(env or {})
+        self.env = full_env
+        self.ready_timeout = ready_timeout
+        self.wait_ready = wait_ready
+        self.proc: subprocess.Popen[str] | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"vigil-agent-{self.port}.log"
+
+    def __enter__(self) -> AgentProcess:
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [*VIGIL, *self.args], cwd=ROOT, env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+        )
+        if self.wait_ready:
+            self.wait_until_ready()
+        return self
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                status, _ = http_get(self.url + "/readyz", timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"agent not ready after {self.ready_timeout}s:\n{self.logs()}")
+
+    def metrics(self, accept: str | None = None) -> str:
+        status, body = http_get(self.url + "/metrics", headers={"Accept": accept} if accept else None)
+        assert status == 200, body
+        return body
+
+    def get(self, path: str, **kw: Any) -> tuple[int, str]:
+        return http_get(self.url + path, **kw)
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._log.close()
+
+
+def run_vigil(args: list[str], env: dict[str, str] | None = None,
+              timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    full_env.update(env or {})
+    return subprocess.run([*VIGIL, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, input=input)
