@@ -69,8 +69,9 @@ class Agent:
         self.registry.register(self.collectors)
         # The agent's own CPU and memory (process_*), for the "Vigil itself" dashboard.
         ProcessCollector(registry=self.registry)
-        self.server = Server(self.registry, self.collectors.ready, self.config.listen,
-                             routes=self.ctx.routes)
+        self.server = Server(
+            self.registry, self.collectors.ready, self.config.listen, routes=self.ctx.routes
+        )
         try:
             await self.server.start()
         except Exception:
@@ -79,8 +80,9 @@ class Agent:
             raise
         endpoint = str(self.config.get("otlp-endpoint"))
         if endpoint:
-            self.otlp = OtlpMetricBridge(self.registry, endpoint,
-                                         float(self.config.get("otlp-interval")))
+            self.otlp = OtlpMetricBridge(
+                self.registry, endpoint, float(self.config.get("otlp-interval"))
+            )
             self.otlp.start()
 
     async def stop(self) -> None:

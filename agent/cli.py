@@ -20,8 +20,16 @@ from typing import Any
 
 from agent import __version__
 from agent.collectors import SPECS
-from agent.config import AGENT_FIELDS, Config, ConfigError, Field, collector_fields, from_env
-from agent.config import load_yaml, resolve
+from agent.config import (
+    AGENT_FIELDS,
+    Config,
+    ConfigError,
+    Field,
+    collector_fields,
+    from_env,
+    load_yaml,
+    resolve,
+)
 from agent.log import setup_logging
 from agent.registry import CollectorSpec
 
@@ -45,6 +53,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _metavar(f: Field) -> str:
+    if f.metavar:
+        return f.metavar
     return {"int": "N", "float": "X", "duration": "DURATION", "list": "REGEX"}.get(
         f.type, "|".join(f.choices) if f.choices else "VALUE"
     )
@@ -65,23 +75,42 @@ def _default_text(f: Field) -> str:
 def _add_field(group: argparse._ArgumentGroup, f: Field) -> None:
     text = f.help + ("" if f.key == "watch" else _default_text(f))
     if f.type == "bool":
-        group.add_argument(f.flag, dest=f.key, action="store_const", const=True,
-                           default=argparse.SUPPRESS, help=text)
+        group.add_argument(
+            f.flag,
+            dest=f.key,
+            action="store_const",
+            const=True,
+            default=argparse.SUPPRESS,
+            help=text,
+        )
         neg = "--no-" + f.key
-        group.add_argument(neg, dest=f.key, action="store_const", const=False,
-                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        group.add_argument(
+            neg,
+            dest=f.key,
+            action="store_const",
+            const=False,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
         return
-    kwargs: dict[str, Any] = {"dest": f.key, "default": argparse.SUPPRESS, "help": text,
-                              "metavar": _metavar(f)}
+    kwargs: dict[str, Any] = {
+        "dest": f.key,
+        "default": argparse.SUPPRESS,
+        "help": text,
+        "metavar": _metavar(f),
+    }
     if f.type == "list":
         kwargs["action"] = "append"
     group.add_argument(f.flag, **kwargs)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, specs: Sequence[CollectorSpec]) -> None:
-    parser.add_argument("--config", metavar="FILE", default=os.environ.get("VIGIL_CONFIG"),
-                        help="YAML config file (keys as in docs/configuration.md; "
-                        "env VIGIL_CONFIG)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("VIGIL_CONFIG"),
+        help="YAML config file (keys as in docs/configuration.md; env VIGIL_CONFIG)",
+    )
     general = parser.add_argument_group("agent")
     for f in AGENT_FIELDS:
         _add_field(general, f)
@@ -110,8 +139,9 @@ def check_collector_flags(argv: Sequence[str], specs: Sequence[CollectorSpec]) -
             )
 
 
-def build_config(ns: argparse.Namespace, specs: Sequence[CollectorSpec],
-                 env: dict[str, str] | None = None) -> Config:
+def build_config(
+    ns: argparse.Namespace, specs: Sequence[CollectorSpec], env: dict[str, str] | None = None
+) -> Config:
     env = dict(os.environ) if env is None else env
     fields = {f.key for f in AGENT_FIELDS} | {f.key for s in specs for f in collector_fields(s)}
     flags = {k: v for k, v in vars(ns).items() if k in fields}
@@ -169,18 +199,26 @@ def build_parser(specs: Sequence[CollectorSpec] = SPECS) -> argparse.ArgumentPar
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the node agent (metrics on :9475)",
-                         description="Run the node agent in the foreground until SIGTERM/SIGINT.",
-                         epilog=RUN_EPILOG, formatter_class=_HelpFormatter, allow_abbrev=False)
+    run = sub.add_parser(
+        "run",
+        help="run the node agent (metrics on :9475)",
+        description="Run the node agent in the foreground until SIGTERM/SIGINT.",
+        epilog=RUN_EPILOG,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
     add_config_flags(run, specs)
     run.set_defaults(func=cmd_run)
 
     doctor = sub.add_parser(
-        "doctor", help="check which collectors can run here and how to fix the others",
+        "doctor",
+        help="check which collectors can run here and how to fix the others",
         description="For each collector: ready, or not ready with the precise reason and the "
         "command that fixes it. Takes the same settings as `vigil run`; exits 1 when a "
         "collector that was explicitly enabled cannot run.",
-        formatter_class=_HelpFormatter, allow_abbrev=False)
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
     add_config_flags(doctor, specs)
     doctor.set_defaults(func=cmd_doctor)
 

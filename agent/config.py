@@ -52,6 +52,7 @@ class Field:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    metavar: str | None = None
 
     @property
     def env(self) -> str:
@@ -68,24 +69,67 @@ def default_state_dir() -> str:
 
 # Settings of the agent itself; collectors add theirs through their CollectorSpec.
 AGENT_FIELDS: tuple[Field, ...] = (
-    Field("listen", "str", ":9475", "HOST:PORT for /metrics, /healthz, /readyz and the APIs; "
-          "an empty HOST listens on every interface."),
-    Field("watch", "list", list(DEFAULT_WATCH), "regex matched against each process's command "
-          "line; repeat the flag for several (VIGIL_WATCH separates them with ';'). Default: "
-          "Python inference servers and frameworks."),
-    Field("log.level", "str", "info", "log verbosity.", choices=("debug", "info", "warning", "error")),
+    Field(
+        "listen",
+        "str",
+        ":9475",
+        "HOST:PORT for /metrics, /healthz, /readyz and the APIs; "
+        "an empty HOST listens on every interface.",
+        metavar="HOST:PORT",
+    ),
+    Field(
+        "watch",
+        "list",
+        list(DEFAULT_WATCH),
+        "regex matched against each process's command "
+        "line; repeat the flag for several (VIGIL_WATCH separates them with ';'). Default: "
+        "Python inference servers and frameworks.",
+    ),
+    Field(
+        "log.level", "str", "info", "log verbosity.", choices=("debug", "info", "warning", "error")
+    ),
     Field("log.format", "str", "logfmt", "log line format.", choices=("logfmt", "json")),
-    Field("state-dir", "str", None, "where drift references and journals live "
-          "(default /var/lib/vigil as root, ./var otherwise)."),
-    Field("path.procfs", "str", "/proc", "procfs mount point (a host's /proc inside a container)."),
-    Field("discovery.interval", "duration", 5.0, "how often the watched-process set is "
-          "refreshed.", minimum=0.1),
-    Field("otlp-endpoint", "str", "", "OTLP/HTTP metrics endpoint, e.g. "
-          "http://collector:4318/v1/metrics; empty disables OTLP export."),
-    Field("otlp-interval", "duration", 15.0, "how often metrics are pushed over OTLP.",
-          minimum=0.1),
-    Field("ingest-token-file", "str", "", "file holding the bearer token required by the "
-          "ingest APIs (/v1/drift/...) when not bound to loopback."),
+    Field(
+        "state-dir",
+        "str",
+        None,
+        "where drift references and journals live "
+        "(default /var/lib/vigil as root, ./var otherwise).",
+        metavar="DIR",
+    ),
+    Field(
+        "path.procfs",
+        "str",
+        "/proc",
+        "procfs mount point (a host's /proc inside a container).",
+        metavar="DIR",
+    ),
+    Field(
+        "discovery.interval",
+        "duration",
+        5.0,
+        "how often the watched-process set is refreshed.",
+        minimum=0.1,
+    ),
+    Field(
+        "otlp-endpoint",
+        "str",
+        "",
+        "OTLP/HTTP metrics endpoint, e.g. "
+        "http://collector:4318/v1/metrics; empty disables OTLP export.",
+        metavar="URL",
+    ),
+    Field(
+        "otlp-interval", "duration", 15.0, "how often metrics are pushed over OTLP.", minimum=0.1
+    ),
+    Field(
+        "ingest-token-file",
+        "str",
+        "",
+        "file holding the bearer token required by the "
+        "ingest APIs (/v1/drift/...) when not bound to loopback.",
+        metavar="FILE",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -143,7 +187,9 @@ def coerce(f: Field, value: Any, source: str) -> Any:
                 raise fail(f"{value!r} is not a string")
             out = "" if value is None else str(value)
     except ValueError as exc:
-        raise fail(str(exc) if "duration" in str(exc) else f"{value!r} is not a valid {f.type}") from None
+        raise fail(
+            str(exc) if "duration" in str(exc) else f"{value!r} is not a valid {f.type}"
+        ) from None
     if f.choices is not None and out not in f.choices:
         raise fail(f"{out!r} is not allowed")
     if f.minimum is not None and isinstance(out, int | float) and out < f.minimum:
@@ -158,21 +204,33 @@ def coerce(f: Field, value: Any, source: str) -> Any:
 
 
 def collector_fields(spec: CollectorSpec) -> list[Field]:
-    fields = [Field(f"collector.{spec.name}", "bool", spec.default_enabled,
-                    f"enable the {spec.name} collector: {spec.help}")]
+    fields = [
+        Field(
+            f"collector.{spec.name}",
+            "bool",
+            spec.default_enabled,
+            f"enable the {spec.name} collector: {spec.help}",
+        )
+    ]
     for opt in spec.options:
         fields.append(_option_field(spec.name, opt))
     return fields
 
 
 def _option_field(collector: str, opt: Option) -> Field:
-    return Field(f"collector.{collector}.{opt.name}", opt.type, opt.default, opt.help,
-                 opt.choices, opt.minimum)
+    return Field(
+        f"collector.{collector}.{opt.name}",
+        opt.type,
+        opt.default,
+        opt.help,
+        opt.choices,
+        opt.minimum,
+    )
 
 
 @dataclass
 class Config:
-    """The resolved settings. ``values`` is keyed by flat key; ``origin`` says where each came from."""
+    """The resolved settings, keyed by flat key; ``origin`` says where each value came from."""
 
     values: dict[str, Any]
     origin: dict[str, str] = field(default_factory=dict)
@@ -206,7 +264,7 @@ class Config:
 
     def collector_options(self, collector: str) -> dict[str, Any]:
         prefix = f"collector.{collector}."
-        return {k[len(prefix):]: v for k, v in self.values.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
 
 
 def all_fields(specs: Sequence[CollectorSpec]) -> dict[str, Field]:
@@ -244,10 +302,16 @@ def flatten_yaml(doc: Any, source: str, specs: Sequence[CollectorSpec]) -> dict[
                     if not isinstance(copts, Mapping):
                         raise ConfigError(f"{source}: collectors.{cname} must be a mapping")
                     for okey, ovalue in copts.items():
-                        fkey = f"collector.{cname}" if okey == "enabled" else f"collector.{cname}.{okey}"
+                        fkey = (
+                            f"collector.{cname}"
+                            if okey == "enabled"
+                            else f"collector.{cname}.{okey}"
+                        )
                         if fkey not in known:
                             allowed = ["enabled"] + [
-                                k.split(".", 2)[2] for k in known if k.startswith(f"collector.{cname}.")
+                                k.split(".", 2)[2]
+                                for k in known
+                                if k.startswith(f"collector.{cname}.")
                             ]
                             raise ConfigError(
                                 f"{source}: unknown key collectors.{cname}.{okey} "
@@ -261,10 +325,12 @@ def flatten_yaml(doc: Any, source: str, specs: Sequence[CollectorSpec]) -> dict[
                 walk(value, key + ".")
             else:
                 top = sorted({k.split(".")[0] for k in known if not k.startswith("collector.")})
-                allowed = ", ".join(top + ["collectors"]) if prefix == "" else ", ".join(
-                    sorted(k[len(prefix):] for k in known if k.startswith(prefix))
+                allowed_text = (
+                    ", ".join([*top, "collectors"])
+                    if prefix == ""
+                    else ", ".join(sorted(k[len(prefix) :] for k in known if k.startswith(prefix)))
                 )
-                raise ConfigError(f"{source}: unknown key {key!r} (allowed: {allowed})")
+                raise ConfigError(f"{source}: unknown key {key!r} (allowed: {allowed_text})")
 
     walk(doc, "")
     return flat
@@ -284,8 +350,14 @@ def load_yaml(path: str, specs: Sequence[CollectorSpec]) -> dict[str, Any]:
 
 # VIGIL_* variables read by other commands (the rollback controller, the drift CLI) or by
 # set-up scripts; `vigil run` leaves them alone instead of calling them unknown.
-FOREIGN_ENV = {"VIGIL_ROLLBACK_TOKEN", "VIGIL_VENV", "VIGIL_SYSTEM_PYTHON",
-               "VIGIL_SETUP_MINIMAL", "VIGIL_NODE_NAME", "VIGIL_CONFIG"}
+FOREIGN_ENV = {
+    "VIGIL_ROLLBACK_TOKEN",
+    "VIGIL_VENV",
+    "VIGIL_SYSTEM_PYTHON",
+    "VIGIL_SETUP_MINIMAL",
+    "VIGIL_NODE_NAME",
+    "VIGIL_CONFIG",
+}
 
 
 def from_env(env: Mapping[str, str], specs: Sequence[CollectorSpec]) -> dict[str, Any]:
@@ -324,7 +396,9 @@ def resolve(
             f = fields.get(key)
             if f is None:
                 raise ConfigError(f"unknown setting {key!r} (from {source})")
-            where = f"{f.env}" if source == "environment" else (f.flag if source == "flags" else source)
+            where = (
+                f"{f.env}" if source == "environment" else (f.flag if source == "flags" else source)
+            )
             values[key] = coerce(f, raw, where)
             origin[key] = source
     return Config(values=values, origin=origin, specs=tuple(specs))

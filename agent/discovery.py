@@ -28,6 +28,7 @@ log = logging.getLogger("vigil.discovery")
 
 # --- cgroup parsing (pure) ------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CgroupIdentity:
     pod_uid: str = ""
@@ -117,6 +118,7 @@ def parse_stat_start_time(text: str) -> int:
 
 
 # --- the watched set ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -336,13 +338,29 @@ class Discovery:
         info = GaugeMetricFamily(
             "vigil_watched_process_info",
             "A process Vigil watches, with its pod attribution (value is always 1).",
-            labels=["pid", "comm", "pod", "namespace", "container", "pod_uid", "container_id",
-                    "source"],
+            labels=[
+                "pid",
+                "comm",
+                "pod",
+                "namespace",
+                "container",
+                "pod_uid",
+                "container_id",
+                "source",
+            ],
         )
         for p in sorted(self._watched.values(), key=lambda p: p.pid):
             info.add_metric(
-                [str(p.pid), p.comm, p.pod_label, p.namespace, p.container_label, p.pod_uid,
-                 p.container_id, ",".join(sorted(p.sources))],
+                [
+                    str(p.pid),
+                    p.comm,
+                    p.pod_label,
+                    p.namespace,
+                    p.container_label,
+                    p.pod_uid,
+                    p.container_id,
+                    ",".join(sorted(p.sources)),
+                ],
                 1.0,
             )
         skipped = CounterMetricFamily(

@@ -130,8 +130,10 @@ def run_doctor(config: Config, specs: Sequence[CollectorSpec], out: TextIO) -> i
             w(f"  {spec.name:<8} disabled   (enable with --collector.{spec.name})\n")
             continue
         if spec.factory is None:
-            w(f"  {spec.name:<8} not ready  not built yet: this collector exports nothing but "
-              f"vigil_scrape_collector_success 0\n")
+            w(
+                f"  {spec.name:<8} not ready  not built yet: this collector exports nothing but "
+                f"vigil_scrape_collector_success 0\n"
+            )
             if explicit:
                 status = 1
             continue

@@ -84,8 +84,7 @@ class Server:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host=self.host or None, port=self.port,
-                           reuse_address=True)
+        site = web.TCPSite(self._runner, host=self.host or None, port=self.port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:

@@ -38,7 +38,9 @@ from agent import __version__
 log = logging.getLogger("vigil.telemetry")
 
 
-def _number(name: str, desc: str, unit: str, points: list[NumberDataPoint], *, counter: bool) -> Metric:
+def _number(
+    name: str, desc: str, unit: str, points: list[NumberDataPoint], *, counter: bool
+) -> Metric:
     data: Sum | Gauge
     if counter:
         data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True)
@@ -190,13 +192,17 @@ class OtlpMetricBridge:
                 self.export_once()
             except Exception as exc:
                 self.failures += 1
-                log.warning("OTLP export failed", extra={"endpoint": self.endpoint, "error": str(exc)})
+                log.warning(
+                    "OTLP export failed", extra={"endpoint": self.endpoint, "error": str(exc)}
+                )
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
         try:
             self.export_once()  # the last values, so a short run is not lost
-        except Exception:
-            pass
+        except Exception as exc:
+            log.warning(
+                "final OTLP export failed", extra={"endpoint": self.endpoint, "error": str(exc)}
+            )
         self.exporter.shutdown()

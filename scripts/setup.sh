@@ -8,6 +8,8 @@
 #
 #   scripts/setup.sh            everything
 #   VIGIL_SETUP_MINIMAL=1 ...   runtime only: no test/benchmark tools (the container image)
+#   VIGIL_SETUP_NO_KERNEL=1 ... skip kernel headers and tracefs (an image build: the node's
+#                               own /lib/modules, /usr/src and tracefs are mounted at run time)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +18,7 @@ VENV="${VIGIL_VENV:-$ROOT/.venv}"
 # so the venv is made from that interpreter and sees its dist-packages.
 SYSTEM_PYTHON="${VIGIL_SYSTEM_PYTHON:-/usr/bin/python3}"
 MINIMAL="${VIGIL_SETUP_MINIMAL:-0}"
+NO_KERNEL="${VIGIL_SETUP_NO_KERNEL:-0}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -119,8 +122,12 @@ make_venv() {
 main() {
     if is_root; then
         install_system_packages
-        install_kernel_headers
-        mount_tracefs
+        if [ "$NO_KERNEL" = 1 ]; then
+            log "VIGIL_SETUP_NO_KERNEL=1: leaving kernel headers and tracefs to the host"
+        else
+            install_kernel_headers
+            mount_tracefs
+        fi
     else
         log "not root: skipping system packages, kernel headers and tracefs (the sched collector needs them; run this script as root once)"
     fi

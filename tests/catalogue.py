@@ -1,0 +1,48 @@
+"""The metric catalogue (docs/metrics.md) as data, and the real output as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+CATALOGUE = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    type: str
+    unit: str
+    labels: frozenset[str]
+    collector: str
+    help: str
+
+
+def load_catalogue(path: Path = CATALOGUE) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("| ") or line.startswith("| name ") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name, typ, unit, labels, collector, help_ = cells[:6]
+        assert name not in rows, f"{name} listed twice in {path.name}"
+        rows[name] = Row(name, typ, unit, frozenset(x for x in labels.split(",") if x),
+                         collector, help_)
+    return rows
+
+
+def exposed_families(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Family name as a user sees it (counters with _total) → (type, label names)."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        labels: set[str] = set()
+        for s in fam.samples:
+            labels |= set(s.labels) - {"le", "quantile"}
+        prev = out.get(name)
+        if prev is not None:
+            labels |= prev[1]
+        out[name] = (fam.type, frozenset(labels))
+    return out

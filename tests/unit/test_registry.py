@@ -1,0 +1,152 @@
+"""Collector isolation: one collector failing never costs another its metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from agent.registry import (
+    CollectorSet,
+    CollectorSpec,
+    CollectorUnavailable,
+    Context,
+    Entry,
+    SnapshotCollector,
+    start_collectors,
+)
+
+
+class Fixed:
+    def __init__(self, name: str, value: float) -> None:
+        self.name = name
+        self.value = value
+
+    def start(self) -> None: ...
+
+    def collect(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily(f"test_{self.name}_value", "v")
+        g.add_metric([], self.value)
+        return [g]
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None: ...
+
+
+class Raising(Fixed):
+    def collect(self) -> Iterable[Metric]:
+        # A generator that yields one family and then fails: the family must not leak.
+        g = GaugeMetricFamily("test_partial_value", "v")
+        g.add_metric([], 1.0)
+        yield g
+        raise RuntimeError("boom")
+
+
+def scrape(entries: list[Entry]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(CollectorSet(entries))
+    return reg
+
+
+def test_a_raising_collector_loses_only_its_own_metrics() -> None:
+    reg = scrape([
+        Entry("a", Fixed("a", 1.0), "running"),
+        Entry("bad", Raising("bad", 0), "running"),
+        Entry("b", Fixed("b", 2.0), "running"),
+    ])
+    assert reg.get_sample_value("test_a_value") == 1.0
+    assert reg.get_sample_value("test_b_value") == 2.0
+    assert reg.get_sample_value("test_partial_value") is None
+    ok = {n: reg.get_sample_value("vigil_scrape_collector_success", {"collector": n})
+          for n in ("a", "bad", "b")}
+    assert ok == {"a": 1.0, "bad": 0.0, "b": 1.0}
+    # Every scrape (each get_sample_value is one) counts the failure once.
+    first = reg.get_sample_value("vigil_collector_errors_total", {"collector": "bad"})
+    second = reg.get_sample_value("vigil_collector_errors_total", {"collector": "bad"})
+    assert first is not None and first >= 1 and second == first + 1
+    assert reg.get_sample_value("vigil_collector_errors_total", {"collector": "a"}) == 0.0
+    # And the page still renders.
+    assert b"test_b_value 2.0" in generate_latest(reg)
+
+
+def test_unavailable_and_not_built_report_zero_and_nothing_else() -> None:
+    reg = scrape([
+        Entry("gpu", None, "unavailable", "no NVML"),
+        Entry("drift", None, "not_built", "not built yet"),
+    ])
+    text = generate_latest(reg).decode()
+    assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "gpu"}) == 0.0
+    assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "drift"}) == 0.0
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+             if line and not line.startswith("#")}
+    assert names == {"vigil_scrape_collector_success", "vigil_scrape_collector_duration_seconds",
+                     "vigil_collector_errors_total"}
+
+
+class Flaky(SnapshotCollector):
+    name = "flaky"
+
+    def __init__(self) -> None:
+        super().__init__(interval=3600)
+        self.fail = False
+
+    def refresh(self) -> Any:
+        if self.fail:
+            raise OSError("source went away")
+        return 42.0
+
+    def render(self, snapshot: Any) -> Iterable[Metric]:
+        g = GaugeMetricFamily("test_flaky_value", "v")
+        g.add_metric([], snapshot)
+        return [g]
+
+
+def test_snapshot_collector_drops_stale_numbers_after_a_failed_refresh() -> None:
+    c = Flaky()
+    assert not c.ready()
+    c.refresh_now()
+    assert c.ready()
+    reg = scrape([Entry("flaky", c, "running")])
+    assert reg.get_sample_value("test_flaky_value") == 42.0
+    c.fail = True
+    c.refresh_now()
+    assert reg.get_sample_value("test_flaky_value") is None
+    assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "flaky"}) == 0.0
+    c.fail = False
+    c.refresh_now()
+    assert reg.get_sample_value("test_flaky_value") == 42.0
+
+
+def test_start_collectors_turns_failures_into_entries() -> None:
+    from agent.config import resolve
+    from agent.discovery import Discovery
+
+    def unavailable(ctx: Context, opts: dict[str, Any]) -> Fixed:
+        raise CollectorUnavailable("no GPU driver", "install the driver")
+
+    def crashing(ctx: Context, opts: dict[str, Any]) -> Fixed:
+        raise ValueError("bug")
+
+    specs = (
+        CollectorSpec("ok", "ok", factory=lambda ctx, o: Fixed("ok", 1.0)),
+        CollectorSpec("gone", "gone", factory=unavailable),
+        CollectorSpec("buggy", "buggy", factory=crashing),
+        CollectorSpec("later", "later"),
+        CollectorSpec("off", "off", default_enabled=False, factory=lambda ctx, o: Fixed("x", 0)),
+    )
+    cfg = resolve(specs)
+    ctx = Context(config=cfg, discovery=Discovery(procfs="/nonexistent"))
+    entries = start_collectors(specs, ctx, {s.name: cfg.enabled(s.name) for s in specs})
+    states = {e.name: (e.state, e.reason) for e in entries}
+    assert states == {
+        "ok": ("running", ""),
+        "gone": ("unavailable", "no GPU driver"),
+        "buggy": ("unavailable", "ValueError: bug"),
+        "later": ("not_built", "not built yet"),
+    }
+    ready, pending = CollectorSet(entries).ready()
+    assert ready and pending == []
