@@ -123,6 +123,28 @@ AGENT_FIELDS: tuple[Field, ...] = (
         "otlp-interval", "duration", 15.0, "how often metrics are pushed over OTLP.", minimum=0.1
     ),
     Field(
+        "kubernetes.mode",
+        "str",
+        "auto",
+        "resolve pod UIDs to pod names through the Kubernetes API: auto (when running in a "
+        "cluster), on, or off.",
+        choices=("auto", "on", "off"),
+    ),
+    Field(
+        "kubernetes.node-name",
+        "str",
+        "",
+        "this node's name; only its pods are watched (set from the downward API in the DaemonSet).",
+        metavar="NAME",
+    ),
+    Field(
+        "kubernetes.kubeconfig",
+        "str",
+        "",
+        "kubeconfig file to use instead of the in-cluster service account.",
+        metavar="FILE",
+    ),
+    Field(
         "ingest-token-file",
         "str",
         "",
@@ -355,7 +377,7 @@ FOREIGN_ENV = {
     "VIGIL_VENV",
     "VIGIL_SYSTEM_PYTHON",
     "VIGIL_SETUP_MINIMAL",
-    "VIGIL_NODE_NAME",
+    "VIGIL_SETUP_NO_KERNEL",
     "VIGIL_CONFIG",
 }
 
