@@ -119,7 +119,12 @@ def test_real_proc_finds_a_real_interpreter() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
         d = Discovery(patterns=[marker])
-        d.refresh()
+        deadline = time.monotonic() + 5
+        while True:  # until the child has exec'd (its cmdline is the parent's before that)
+            d.refresh()
+            if d.snapshot() or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert list(d.snapshot()) == [child.pid]
         assert d.snapshot()[child.pid].comm.startswith("python")
     finally:
