@@ -73,7 +73,7 @@ def families_to_metrics_data(
                 name = fam.name + "_info"
             if points:
                 metrics.append(_number(name, fam.documentation, unit, points, counter=counter))
-        elif fam.type == "histogram":
+        elif fam.type == "histogram" and fam.samples:
             metrics.append(
                 Metric(
                     name=fam.name,

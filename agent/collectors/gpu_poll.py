@@ -1,0 +1,482 @@
+"""The NVML poller behind the GPU collector: one session, cached handles, one snapshot a poll.
+
+Measures, per GPU, what NVML answers without profiling privileges (utilization, memory,
+temperature, power, energy, clocks, clock-event reasons, ECC and PCIe replay counters,
+performance state, MIG instances) and, per process, GPU memory
+(``nvmlDeviceGetComputeRunningProcesses_v3``) and SM share since the previous poll
+(``nvmlDeviceGetProcessUtilization``). Cost: about 17 NVML calls per GPU per poll, each a
+driver ioctl of tens of microseconds; ``nvmlDeviceGetPcieThroughput`` samples the link for
+~20 ms per direction and is therefore opt-in. Privilege: read access to /dev/nvidia*
+(no SYS_ADMIN); process lists of other users' processes need root or the same user.
+
+Everything here runs in the poller's thread; a scrape only reads the :class:`Snapshot`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from agent.log import log_limited
+from agent.registry import CollectorUnavailable
+
+log = logging.getLogger("vigil.gpu")
+
+# Clock-event (throttle) reasons, bit → label; from nvml.h's nvmlClocksEventReason*.
+CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
+    (0x001, "gpu_idle"),
+    (0x002, "applications_clocks_setting"),
+    (0x004, "sw_power_cap"),
+    (0x008, "hw_slowdown"),
+    (0x010, "sync_boost"),
+    (0x020, "sw_thermal_slowdown"),
+    (0x040, "hw_thermal_slowdown"),
+    (0x080, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+)
+PSTATE_UNKNOWN = 32  # NVML_PSTATE_UNKNOWN
+# A process list can grow between pynvml's size query and its fill call; past three
+# tries in one poll something is starting processes faster than we can list them.
+PROCESS_LIST_TRIES = 3
+
+
+# --- pure conversions -----------------------------------------------------------------
+
+
+def clock_event_flags(bits: int) -> dict[str, int]:
+    """``nvmlDeviceGetCurrentClocksEventReasons`` bitmask → one 0/1 value per reason."""
+    return {name: 1 if bits & bit else 0 for bit, name in CLOCK_EVENT_REASONS}
+
+
+def percent_to_ratio(value: float) -> float:
+    """NVML's 0..100 percentages → 0..1; clamped, since sampled values overshoot slightly."""
+    return min(max(value / 100.0, 0.0), 1.0)
+
+
+def sm_ratios(samples: Iterable[Any]) -> tuple[dict[int, float], int]:
+    """Process utilization samples → (pid → mean SM share, newest timestamp in µs).
+
+    The driver keeps a ring of samples; all those newer than the previous poll's newest
+    are averaged per pid, which is the process's share of the SMs since that poll.
+    """
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    newest = 0
+    for s in samples:
+        pid = int(s.pid)
+        sums[pid] = sums.get(pid, 0.0) + float(s.smUtil)
+        counts[pid] = counts.get(pid, 0) + 1
+        newest = max(newest, int(s.timeStamp))
+    return {pid: percent_to_ratio(sums[pid] / counts[pid]) for pid in sums}, newest
+
+
+def decode(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def handle_address(handle: Any) -> int:
+    """The address an NVML device handle points at; events name devices by it."""
+    return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
+
+
+# --- the snapshot ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessUse:
+    pid: int
+    memory_bytes: float | None  # None: NVML does not say (WDDM, or no compute context)
+    sm_ratio: float | None  # None: per-process utilization unsupported on this GPU
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    gpu_instance: int
+    compute_instance: int
+    uuid: str
+    memory: Mapping[str, float]  # used / free / total, bytes
+
+
+@dataclass
+class GpuSample:
+    index: int
+    uuid: str  # "" when the GPU was lost before it could be identified
+    name: str = ""
+    pci_bus_id: str = ""
+    up: bool = False
+    values: dict[str, float] = field(default_factory=dict)  # metric suffix → value
+    clocks: dict[str, float] = field(default_factory=dict)  # sm / memory → Hz
+    clock_events: dict[str, int] = field(default_factory=dict)
+    ecc: dict[str, float] = field(default_factory=dict)  # corrected / uncorrected
+    pcie: dict[str, float] = field(default_factory=dict)  # tx / rx → bytes/s
+    processes: dict[int, ProcessUse] = field(default_factory=dict)
+    mig: list[MigInstance] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    driver_version: str
+    gpus: tuple[GpuSample, ...]
+    duration_s: float
+    errors: Mapping[str, int]  # NVML error class → count since start
+
+
+class GpuDown(Exception):
+    """The GPU stopped answering (lost, needs reset, timed out): report it down."""
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: Any = None
+    uuid: str = ""
+    name: str = ""
+    pci_bus_id: str = ""
+    last_sample_us: int = 0  # newest process-utilization sample already counted
+
+
+class Poller:
+    """Holds the NVML session; :meth:`poll` returns a fresh :class:`Snapshot`."""
+
+    def __init__(
+        self,
+        nvml: Any,
+        *,
+        pcie_throughput: bool = False,
+        on_device: Callable[[int, Any, str], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.nvml = nvml
+        self.pcie_throughput = pcie_throughput
+        self._on_device = on_device
+        self._clock = clock
+        self.driver_version = ""
+        self._devices: dict[int, _Device] = {}
+        self._unsupported: set[tuple[str, str]] = set()
+        self._errors: dict[str, int] = {}
+        n = nvml
+        self._down_codes = {
+            getattr(n, name)
+            for name in (
+                "NVML_ERROR_GPU_IS_LOST",
+                "NVML_ERROR_RESET_REQUIRED",
+                "NVML_ERROR_TIMEOUT",
+                "NVML_ERROR_GPU_NOT_FOUND",
+            )
+            if hasattr(n, name)
+        }
+
+    # -- session -----------------------------------------------------------------------
+    def open(self) -> None:
+        """``nvmlInit``; failures become :class:`CollectorUnavailable` with the fix."""
+        try:
+            self.nvml.nvmlInit()
+            self.driver_version = decode(self.nvml.nvmlSystemGetDriverVersion())
+        except self.nvml.NVMLError as exc:
+            reason, fix = explain_init_error(self.nvml, exc)
+            raise CollectorUnavailable(reason, fix) from None
+
+    def close(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except self.nvml.NVMLError as exc:
+            log.info("nvmlShutdown failed", extra={"collector": "gpu", "error": str(exc)})
+
+    def handles(self) -> dict[int, tuple[Any, str]]:
+        return {d.index: (d.handle, d.uuid) for d in self._devices.values() if d.handle}
+
+    # -- one poll ------------------------------------------------------------------------
+    def poll(self) -> Snapshot:
+        started = self._clock()
+        count = self.nvml.nvmlDeviceGetCount()  # a failure here fails the whole poll
+        for gone in [i for i in self._devices if i >= count]:
+            del self._devices[gone]
+        samples = []
+        for index in range(count):
+            dev = self._devices.setdefault(index, _Device(index))
+            sample = GpuSample(index, dev.uuid, dev.name, dev.pci_bus_id)
+            try:
+                if dev.handle is None or not dev.uuid:
+                    self._identify(dev)
+                    sample = GpuSample(index, dev.uuid, dev.name, dev.pci_bus_id)
+                self._sample(dev, sample)
+                sample.up = True
+                if self._on_device is not None and dev.uuid:
+                    self._on_device(dev.index, dev.handle, dev.uuid)
+            except GpuDown as exc:
+                sample.up = False
+                log_limited(
+                    log,
+                    logging.WARNING,
+                    f"down:{index}",
+                    "GPU not answering; reported down, retried every poll",
+                    every=300.0,
+                    collector="gpu",
+                    gpu=index,
+                    uuid=dev.uuid,
+                    error=str(exc),
+                )
+            samples.append(sample)
+        return Snapshot(
+            self.driver_version, tuple(samples), self._clock() - started, dict(self._errors)
+        )
+
+    def _identify(self, dev: _Device) -> None:
+        n = self.nvml
+        dev.handle = self._call("handle", lambda: n.nvmlDeviceGetHandleByIndex(dev.index))
+        if dev.handle is None:
+            raise GpuDown("no handle")
+        dev.uuid = decode(self._call("uuid", lambda: n.nvmlDeviceGetUUID(dev.handle)) or "")
+        dev.name = decode(self._call("name", lambda: n.nvmlDeviceGetName(dev.handle)) or "")
+        pci = self._call("pci", lambda: n.nvmlDeviceGetPciInfo(dev.handle))
+        dev.pci_bus_id = decode(pci.busId) if pci is not None else ""
+
+    def _call(
+        self,
+        what: str,
+        fn: Callable[[], Any],
+        uuid: str = "",
+        expect: tuple[type[BaseException], ...] = (),
+    ) -> Any:
+        """One NVML call: GpuDown when the GPU stopped answering, None when it cannot say.
+
+        ``expect``: error classes that are answers, not failures; they reach the caller.
+        """
+        n = self.nvml
+        try:
+            return fn()
+        except expect:
+            raise
+        except n.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code in self._down_codes:
+                raise GpuDown(f"{what}: {exc}") from None
+            if isinstance(exc, n.NVMLError_NotSupported | n.NVMLError_FunctionNotFound):
+                self._mark_unsupported(uuid, what, str(exc))
+                return None
+            self._count_error(what, type(exc).__name__, str(exc))
+            return None
+        except n.NVMLLibraryMismatchError as exc:
+            # A versioned symbol this driver lacks: as good as unsupported.
+            self._mark_unsupported(uuid, what, str(exc))
+            return None
+
+    def _mark_unsupported(self, uuid: str, what: str, why: str) -> None:
+        if (uuid, what) in self._unsupported:
+            return
+        self._unsupported.add((uuid, what))
+        log.info(
+            "GPU field not supported; omitted for this GPU",
+            extra={"collector": "gpu", "uuid": uuid, "field": what, "error": why},
+        )
+
+    def _count_error(self, what: str, kind: str, message: str) -> None:
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        log_limited(
+            log,
+            logging.WARNING,
+            f"error:{what}:{kind}",
+            "NVML call failed; field skipped this poll",
+            every=300.0,
+            collector="gpu",
+            field=what,
+            error=f"{kind}: {message}",
+        )
+
+    def _field(
+        self,
+        dev: _Device,
+        what: str,
+        fn: Callable[[], Any],
+        expect: tuple[type[BaseException], ...] = (),
+    ) -> Any:
+        if (dev.uuid, what) in self._unsupported:
+            return None
+        return self._call(what, fn, dev.uuid, expect)
+
+    def _sample(self, dev: _Device, out: GpuSample) -> None:
+        n, h = self.nvml, dev.handle
+        util = self._field(dev, "utilization", lambda: n.nvmlDeviceGetUtilizationRates(h))
+        if util is not None:
+            out.values["utilization_ratio"] = percent_to_ratio(util.gpu)
+            out.values["memory_utilization_ratio"] = percent_to_ratio(util.memory)
+        memory = self._memory(dev, h)
+        if memory:
+            out.values.update({f"memory_{k}_bytes": v for k, v in memory.items()})
+        scalar = (
+            ("temperature", "temperature_celsius", 1.0, lambda: n.nvmlDeviceGetTemperature(h, 0)),
+            ("power", "power_watts", 1e-3, lambda: n.nvmlDeviceGetPowerUsage(h)),
+            ("energy", "energy_joules", 1e-3, lambda: n.nvmlDeviceGetTotalEnergyConsumption(h)),
+            ("pcie_replay", "pcie_replays", 1.0, lambda: n.nvmlDeviceGetPcieReplayCounter(h)),
+        )
+        for what, key, scale, fn in scalar:
+            value = self._field(dev, what, fn)
+            if value is not None:
+                out.values[key] = float(value) * scale
+        pstate = self._field(dev, "pstate", lambda: n.nvmlDeviceGetPerformanceState(h))
+        if pstate is not None and int(pstate) != PSTATE_UNKNOWN:
+            out.values["performance_state"] = float(pstate)
+        for clock, kind in (("sm", n.NVML_CLOCK_SM), ("memory", n.NVML_CLOCK_MEM)):
+            mhz = self._field(dev, f"clock_{clock}", partial(n.nvmlDeviceGetClockInfo, h, kind))
+            if mhz is not None:
+                out.clocks[clock] = float(mhz) * 1e6
+        bits = self._clock_events(dev, h)
+        if bits is not None:
+            out.clock_events = clock_event_flags(int(bits))
+        for kind, code in (("corrected", 0), ("uncorrected", 1)):
+            # Volatile counts (since the driver loaded): the aggregate ones are flushed to
+            # the infoROM only now and then, so they lag; a reload reads as a counter reset.
+            count = self._field(
+                dev, "ecc", partial(n.nvmlDeviceGetTotalEccErrors, h, code, n.NVML_VOLATILE_ECC)
+            )
+            if count is not None:
+                out.ecc[kind] = float(count)
+        if self.pcie_throughput:
+            for direction, counter in (("tx", 0), ("rx", 1)):
+                kbs = self._field(
+                    dev, "pcie_throughput", partial(n.nvmlDeviceGetPcieThroughput, h, counter)
+                )
+                if kbs is not None:
+                    out.pcie[direction] = float(kbs) * 1024.0  # NVML reports KiB/s
+        mig_mode = self._field(dev, "mig", lambda: n.nvmlDeviceGetMigMode(h))
+        if mig_mode is not None and int(mig_mode[0]) == n.NVML_DEVICE_MIG_ENABLE:
+            self._sample_mig(dev, out)
+        else:
+            self._sample_processes(dev, h, out)
+
+    def _memory(self, dev: _Device, h: Any) -> dict[str, float]:
+        n = self.nvml
+        # v2 adds the memory the driver reserves; older drivers lack it, so fall back.
+        mem = self._field(dev, "memory_v2", lambda: n.nvmlDeviceGetMemoryInfo(h, n.nvmlMemory_v2))
+        if mem is not None:
+            return {
+                "used": float(mem.used),
+                "free": float(mem.free),
+                "total": float(mem.total),
+                "reserved": float(mem.reserved),
+            }
+        mem = self._field(dev, "memory", lambda: n.nvmlDeviceGetMemoryInfo(h))
+        if mem is None:
+            return {}
+        return {"used": float(mem.used), "free": float(mem.free), "total": float(mem.total)}
+
+    def _clock_events(self, dev: _Device, h: Any) -> int | None:
+        n = self.nvml
+        bits = self._field(dev, "clock_events", lambda: n.nvmlDeviceGetCurrentClocksEventReasons(h))
+        if bits is None and (dev.uuid, "clock_events") in self._unsupported:
+            # Drivers before 535 know the same bits as "throttle reasons".
+            bits = self._field(
+                dev, "throttle_reasons", lambda: n.nvmlDeviceGetCurrentClocksThrottleReasons(h)
+            )
+        return None if bits is None else int(bits)
+
+    def _process_list(self, dev: _Device, h: Any) -> list[Any] | None:
+        n = self.nvml
+        for _ in range(PROCESS_LIST_TRIES):
+            try:
+                return self._field(
+                    dev,
+                    "processes",
+                    lambda: n.nvmlDeviceGetComputeRunningProcesses(h),
+                    expect=(n.NVMLError_InsufficientSize,),
+                )
+            except n.NVMLError_InsufficientSize:
+                continue  # grew past pynvml's doubled buffer between its two calls: retry
+        self._count_error("processes", "NVMLError_InsufficientSize", "list keeps growing")
+        return None
+
+    def _sample_processes(self, dev: _Device, h: Any, out: GpuSample) -> None:
+        n = self.nvml
+        procs = self._process_list(dev, h)
+        memory = {int(p.pid): _bytes_or_none(p.usedGpuMemory) for p in procs or ()}
+        ratios: dict[int, float] | None = None  # None: no SM shares this poll
+        try:
+            samples = self._field(
+                dev,
+                "process_utilization",
+                lambda: n.nvmlDeviceGetProcessUtilization(h, dev.last_sample_us),
+                expect=(n.NVMLError_NotFound,),
+            )
+        except n.NVMLError_NotFound:
+            samples = []  # no sample since the last poll: nothing ran on the SMs
+        if samples is not None:
+            ratios, newest = sm_ratios(samples)
+            dev.last_sample_us = max(dev.last_sample_us, newest)
+        for pid in set(memory) | set(ratios or ()):
+            sm = None if ratios is None else ratios.get(pid, 0.0)
+            out.processes[pid] = ProcessUse(pid, memory.get(pid), sm)
+
+    def _sample_mig(self, dev: _Device, out: GpuSample) -> None:
+        n, h = self.nvml, dev.handle
+        slots = self._field(dev, "mig", lambda: n.nvmlDeviceGetMaxMigDeviceCount(h)) or 0
+        for i in range(int(slots)):
+            try:
+                mh = self._field(
+                    dev,
+                    "mig",
+                    partial(n.nvmlDeviceGetMigDeviceHandleByIndex, h, i),
+                    expect=(n.NVMLError_NotFound,),
+                )
+            except n.NVMLError_NotFound:
+                continue  # an empty slot: instances need not be contiguous
+            if mh is None:
+                continue
+            gi = self._field(dev, "mig", partial(n.nvmlDeviceGetGpuInstanceId, mh))
+            ci = self._field(dev, "mig", partial(n.nvmlDeviceGetComputeInstanceId, mh))
+            uuid = decode(self._field(dev, "mig", partial(n.nvmlDeviceGetUUID, mh)) or "")
+            mem = self._field(dev, "memory", partial(n.nvmlDeviceGetMemoryInfo, mh))
+            memory = {}
+            if mem is not None:
+                memory = {"used": float(mem.used), "free": float(mem.free)}
+                memory["total"] = float(mem.total)
+            out.mig.append(MigInstance(int(gi or 0), int(ci or 0), uuid, memory))
+            for p in self._process_list(dev, mh) or ():
+                pid = int(p.pid)
+                prev = out.processes.get(pid)
+                used = _bytes_or_none(p.usedGpuMemory)
+                if prev is not None and prev.memory_bytes is not None and used is not None:
+                    used += prev.memory_bytes
+                # NVML has no per-process SM share inside a MIG instance.
+                out.processes[pid] = ProcessUse(pid, used, None)
+
+
+def _bytes_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+LIBRARY_MISSING = (
+    "libnvidia-ml.so.1 not found: no NVIDIA driver on this host, or the library is not "
+    "mounted into this container",
+    "install the NVIDIA driver; in a container, mount libnvidia-ml.so.1 (the NVIDIA "
+    "container toolkit does: runtimeClassName: nvidia) or set LD_LIBRARY_PATH to the "
+    "directory holding it",
+)
+
+
+def explain_init_error(nvml: Any, exc: Exception) -> tuple[str, str]:
+    """A failed ``nvmlInit`` → (precise reason, the fix)."""
+    code = getattr(exc, "value", None)
+    if code == nvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+        return LIBRARY_MISSING
+    if code == nvml.NVML_ERROR_DRIVER_NOT_LOADED:
+        return (
+            "NVIDIA kernel driver not loaded (libnvidia-ml.so.1 found, /dev/nvidia* missing)",
+            "modprobe nvidia, or check `dmesg | grep -i nvrm`; in a container, expose "
+            "/dev/nvidiactl and /dev/nvidia*",
+        )
+    if code == nvml.NVML_ERROR_NO_PERMISSION:
+        return (
+            "no permission to open /dev/nvidiactl",
+            "run as root or a user in the group owning /dev/nvidia*",
+        )
+    if code == nvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+        return (
+            "libnvidia-ml.so.1 and the loaded kernel driver have different versions",
+            "reboot after a driver upgrade, or mount the library matching the driver",
+        )
+    return f"nvmlInit failed: {exc}", "check `nvidia-smi` on this host"

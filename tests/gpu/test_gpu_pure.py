@@ -1,0 +1,146 @@
+"""The GPU collector's pure parts: conversions, sample aggregation, rendering."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent.collectors.gpu import render
+from agent.collectors.gpu_poll import (
+    CLOCK_EVENT_REASONS,
+    GpuSample,
+    ProcessUse,
+    Snapshot,
+    clock_event_flags,
+    explain_init_error,
+    percent_to_ratio,
+    sm_ratios,
+)
+from agent.discovery import ProcessInfo
+
+
+def test_clock_event_flags_one_series_per_reason() -> None:
+    assert clock_event_flags(0) == {name: 0 for _, name in CLOCK_EVENT_REASONS}
+    flags = clock_event_flags(0x1 | 0x40 | 0x8000)  # unknown high bit ignored
+    assert {k for k, v in flags.items() if v} == {"gpu_idle", "hw_thermal_slowdown"}
+    assert clock_event_flags(0x1FF) == {name: 1 for _, name in CLOCK_EVENT_REASONS}
+
+
+@pytest.mark.parametrize(
+    ("pct", "ratio"), [(0, 0.0), (37, 0.37), (100, 1.0), (103, 1.0), (-1, 0.0)]
+)
+def test_percent_to_ratio_is_clamped(pct: float, ratio: float) -> None:
+    assert percent_to_ratio(pct) == pytest.approx(ratio)
+
+
+def test_sm_ratios_average_per_pid_and_track_newest() -> None:
+    s = [
+        SimpleNamespace(pid=1, smUtil=20, timeStamp=100),
+        SimpleNamespace(pid=1, smUtil=40, timeStamp=300),
+        SimpleNamespace(pid=2, smUtil=100, timeStamp=200),
+    ]
+    ratios, newest = sm_ratios(s)
+    assert ratios == {1: pytest.approx(0.30), 2: 1.0}
+    assert newest == 300
+    assert sm_ratios([]) == ({}, 0)
+
+
+def _info(pid: int, pod_uid: str = "", comm: str = "python3") -> ProcessInfo:
+    return ProcessInfo(
+        pid=pid,
+        comm=comm,
+        cmdline="",
+        start_time=1,
+        pod_uid=pod_uid,
+        container_id="c" * 64 if pod_uid else "",
+    )
+
+
+def _registry(
+    snap: Snapshot, xids: dict[tuple[int, str, int], int], known: dict[int, ProcessInfo]
+) -> CollectorRegistry:
+    families = render(snap, xids, known.get)
+    reg = CollectorRegistry()
+
+    class Fixed:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return families
+
+    reg.register(Fixed())  # type: ignore[arg-type]
+    return reg
+
+
+def test_render_joins_processes_of_one_pod_and_keeps_pid_only_without_pod() -> None:
+    g = GpuSample(0, "GPU-x", "H100", "0:1:0", up=True)
+    g.processes = {
+        10: ProcessUse(10, 1000.0, 0.25),
+        11: ProcessUse(11, 500.0, 0.5),  # same pod/container/comm as pid 10
+        12: ProcessUse(12, None, 0.1),  # memory unknown: no memory series
+        13: ProcessUse(13, 7.0, None),  # no utilization samples on this GPU
+    }
+    snap = Snapshot("550", (g,), 0.001, {})
+    known = {10: _info(10, "pod-a"), 11: _info(11, "pod-a"), 12: _info(12)}
+    reg = _registry(snap, {}, known)
+    base = {"gpu": "0", "uuid": "GPU-x", "namespace": ""}
+    pod = {**base, "pod": "pod-a", "container": "c" * 12, "comm": "python3", "pid": ""}
+    assert reg.get_sample_value("vigil_gpu_process_memory_used_bytes", pod) == 1500.0
+    assert reg.get_sample_value("vigil_gpu_process_utilization_ratio", pod) == 0.75
+    bare = {**base, "pod": "", "container": "", "comm": "python3", "pid": "12"}
+    assert reg.get_sample_value("vigil_gpu_process_memory_used_bytes", bare) is None
+    assert reg.get_sample_value("vigil_gpu_process_utilization_ratio", bare) == 0.1
+    unknown = {**base, "pod": "", "container": "", "comm": "", "pid": "13"}
+    assert reg.get_sample_value("vigil_gpu_process_memory_used_bytes", unknown) == 7.0
+    assert reg.get_sample_value("vigil_gpu_process_utilization_ratio", unknown) is None
+
+
+def test_render_lost_gpu_keeps_identity_and_drops_values() -> None:
+    up = GpuSample(0, "GPU-a", "H100", "bus0", up=True, values={"temperature_celsius": 50.0})
+    down = GpuSample(1, "GPU-b", "H100", "bus1", up=False)
+    reg = _registry(
+        Snapshot("550", (up, down), 0.0, {"NVMLError_Unknown": 2}), {(1, "GPU-b", 79): 3}, {}
+    )
+    assert reg.get_sample_value("vigil_gpu_up", {"gpu": "1", "uuid": "GPU-b"}) == 0.0
+    assert reg.get_sample_value("vigil_gpu_up", {"gpu": "0", "uuid": "GPU-a"}) == 1.0
+    assert (
+        reg.get_sample_value(
+            "vigil_gpu_info",
+            {
+                "gpu": "1",
+                "uuid": "GPU-b",
+                "name": "H100",
+                "pci_bus_id": "bus1",
+                "driver_version": "550",
+            },
+        )
+        == 1.0
+    )
+    assert (
+        reg.get_sample_value("vigil_gpu_temperature_celsius", {"gpu": "0", "uuid": "GPU-a"}) == 50
+    )
+    assert (
+        reg.get_sample_value("vigil_gpu_temperature_celsius", {"gpu": "1", "uuid": "GPU-b"}) is None
+    )
+    # XIDs of a GPU that is down now are still counted.
+    assert (
+        reg.get_sample_value(
+            "vigil_gpu_xid_errors_total", {"gpu": "1", "uuid": "GPU-b", "xid": "79"}
+        )
+        == 3
+    )
+    assert reg.get_sample_value("vigil_gpu_nvml_errors_total", {"error": "NVMLError_Unknown"}) == 2
+
+
+def test_explain_init_error_names_the_fix() -> None:
+    import pynvml
+
+    def err(code: int) -> Exception:
+        return pynvml.NVMLError(code)
+
+    reason, fix = explain_init_error(pynvml, err(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    assert "libnvidia-ml.so.1 not found" in reason and "LD_LIBRARY_PATH" in fix
+    reason, fix = explain_init_error(pynvml, err(pynvml.NVML_ERROR_NO_PERMISSION))
+    assert "permission" in reason and "/dev/nvidia" in fix
+    reason, _ = explain_init_error(pynvml, err(pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH))
+    assert "different versions" in reason
