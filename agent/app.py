@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent import __version__
+from agent import __version__, kube
 from agent.config import Config
 from agent.discovery import Discovery
 from agent.registry import CollectorSet, CollectorSpec, Context, Entry, start_collectors
@@ -47,10 +47,14 @@ class Agent:
     def __init__(self, config: Config, specs: Sequence[CollectorSpec]) -> None:
         self.config = config
         self.specs = specs
+        # Pod names come from the Kubernetes API when in a cluster (ConfigError when
+        # kubernetes.mode=on cannot work); otherwise series carry the pod UID.
+        self.pods = kube.from_config(config)
         self.discovery = Discovery(
             procfs=config.procfs,
             patterns=config.watch,
             interval=float(config.get("discovery.interval")),
+            resolver=self.pods,
         )
         self.ctx = Context(config=config, discovery=self.discovery)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -59,6 +63,11 @@ class Agent:
         self.otlp: OtlpMetricBridge | None = None
 
     async def start(self) -> None:
+        if self.pods is not None:
+            self.pods.start()
+            # The first list, so processes seen at start get their pod names at once; an
+            # API that does not answer in time is resolved later, never waited on forever.
+            await asyncio.get_running_loop().run_in_executor(None, self.pods.wait_listed, 5.0)
         self.discovery.start()
         enabled = {s.name: self.config.enabled(s.name) for s in self.specs}
         entries = start_collectors(self.specs, self.ctx, enabled)
@@ -77,6 +86,8 @@ class Agent:
         except Exception:
             self.collectors.close(SHUTDOWN_DEADLINE_S)
             self.discovery.close()
+            if self.pods is not None:
+                self.pods.close()
             raise
         endpoint = str(self.config.get("otlp-endpoint"))
         if endpoint:
@@ -92,6 +103,8 @@ class Agent:
         if self.collectors is not None:
             await loop.run_in_executor(None, self.collectors.close, SHUTDOWN_DEADLINE_S)
         self.discovery.close()
+        if self.pods is not None:
+            self.pods.close()
         if self.otlp is not None:
             await loop.run_in_executor(None, self.otlp.close)
         log.info("stopped")

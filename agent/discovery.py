@@ -202,6 +202,7 @@ class Discovery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.generation = 0
+        self.labels_changed = False
 
     # -- what other components use ------------------------------------------------------
     def snapshot(self) -> Mapping[int, ProcessInfo]:
@@ -281,8 +282,10 @@ class Discovery:
         # Forget cached identities of processes that are gone.
         live = {(i.pid, i.start_time) for i in watched.values()}
         self._cache = {k: v for k, v in self._cache.items() if k in live}
-        if watched.keys() != self._watched.keys():
+        if watched.keys() != self._watched.keys() or self.labels_changed:
+            # Readers that cache per-pid labels (sched) re-read them on a new generation.
             self.generation += 1
+            self.labels_changed = False
         self._watched = watched
 
     def _describe(self, pid: int, cmdline: str, sources: frozenset[str]) -> ProcessInfo | None:
@@ -296,6 +299,7 @@ class Discovery:
         cached = self._cache.get((pid, start))
         if cached is not None:
             info = replace(cached, sources=sources) if cached.sources != sources else cached
+            info = self._resolve_late(info)
             self._cache[(pid, start)] = info
             return info
         try:
@@ -330,6 +334,24 @@ class Discovery:
         )
         self._cache[(pid, start)] = info
         return info
+
+    def _resolve_late(self, info: ProcessInfo) -> ProcessInfo:
+        """Asks the resolver again for a pod it did not know at the process's first sighting
+        (a pod scheduled moments before the API's watch delivered it)."""
+        if self.resolver is None or not info.pod_uid:
+            return info
+        if info.pod and (info.container or not info.container_id):
+            return info
+        found = self.resolver.lookup(info.pod_uid)
+        if found is None:
+            return info
+        pod, namespace, containers = found
+        resolved = replace(
+            info, pod=pod, namespace=namespace, container=containers.get(info.container_id, "")
+        )
+        if resolved != info:
+            self.labels_changed = True
+        return resolved
 
     # -- as a collector -----------------------------------------------------------------
     name = "discovery"

@@ -83,10 +83,26 @@ def root_check() -> Check:
     )
 
 
+def _exists(path: str) -> bool | None:
+    """None when the answer is hidden from this user (tracefs is root-only by default)."""
+    try:
+        return Path(path).exists()
+    except PermissionError:
+        return None
+
+
 def tracefs_check() -> Check:
-    if Path("/sys/kernel/tracing/events/sched/sched_switch").exists():
+    found = _exists("/sys/kernel/tracing/events/sched/sched_switch")
+    if found:
         return Check("tracefs", True, "mounted at /sys/kernel/tracing")
-    if Path("/sys/kernel/debug/tracing/events/sched/sched_switch").exists():
+    if found is None:
+        return Check(
+            "tracefs",
+            False,
+            "/sys/kernel/tracing is not readable by this user",
+            root_check().fix,
+        )
+    if _exists("/sys/kernel/debug/tracing/events/sched/sched_switch"):
         return Check("tracefs", True, "available under /sys/kernel/debug/tracing")
     return Check(
         "tracefs",

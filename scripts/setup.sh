@@ -48,8 +48,11 @@ install_system_packages() {
     local pkgs=(python3 python3-venv python3-dev gcc make ca-certificates
                 python3-bpfcc bpfcc-tools)
     if [ "$MINIMAL" != 1 ]; then
-        # Real binaries for the end-to-end tests; linux-perf for `perf bench` in bench/.
-        pkgs+=(prometheus prometheus-alertmanager linux-perf procps)
+        # Real binaries for the end-to-end tests; linux-perf for `perf bench` in bench/;
+        # bpftool to prove BPF programs are detached at shutdown; curl for the demo.
+        pkgs+=(prometheus prometheus-alertmanager linux-perf procps bpftool curl)
+        # `kubectl kustomize` renders deploy/ in the tests; any kubectl will do.
+        command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
     fi
     apt_install "${pkgs[@]}"
 }

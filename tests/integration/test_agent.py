@@ -141,3 +141,18 @@ def test_http_get_helper_roundtrip() -> None:
             assert http_get(agent.url + "/healthz", timeout=2)[0] == 200
         finally:
             slow.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="needs root to drop to another user with setpriv")
+def test_doctor_as_an_unprivileged_user_explains_instead_of_crashing(tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "agent.cli", "doctor", "--state-dir", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")},
+    )
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "FAIL privilege: not root" in r.stdout
+    assert "tracefs" in r.stdout

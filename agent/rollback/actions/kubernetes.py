@@ -1,0 +1,242 @@
+"""Kubernetes Deployment: what ``kubectl rollout undo deployment/NAME`` does.
+
+Through the official ``kubernetes`` client, three calls: GET the Deployment, LIST its
+ReplicaSets by the Deployment's selector (keeping those it controls), PATCH the
+Deployment. As kubectl does:
+
+- a paused Deployment is refused (the rollout would not progress; resume it first);
+- the target is the ReplicaSet with the highest ``deployment.kubernetes.io/revision``
+  below the Deployment's own revision;
+- when its pod template already equals the Deployment's (``pod-template-hash`` aside),
+  nothing is patched ("skipped rollback");
+- the template is patched back without ``pod-template-hash``, and the Deployment's
+  annotations become the ReplicaSet's (kubectl's bookkeeping annotations kept), in one
+  JSON patch.
+
+Needs RBAC ``get,patch`` on deployments and ``list`` on replicasets in the namespace.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+from agent.rollback.actions.base import DRY_RUN, SKIPPED, SUCCEEDED, ActionError, Outcome
+
+REVISION = "deployment.kubernetes.io/revision"
+HASH_LABEL = "pod-template-hash"
+# kubectl's rollback.go: annotations that belong to the Deployment, not to a revision.
+SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+
+
+def revision(obj: dict[str, Any]) -> int:
+    text = (obj.get("metadata", {}).get("annotations") or {}).get(REVISION, "")
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def label_selector(selector: dict[str, Any]) -> str:
+    """A LabelSelector object → the string form the LIST call takes."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    t = copy.deepcopy(template)
+    labels = t.get("metadata", {}).get("labels")
+    if labels:
+        labels.pop(HASH_LABEL, None)
+    return t
+
+
+def previous_replicaset(
+    deployment: dict[str, Any], replicasets: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The ReplicaSet of the highest revision below the Deployment's, or None."""
+    uid = deployment["metadata"].get("uid")
+    current = revision(deployment)
+    owned = [
+        rs
+        for rs in replicasets
+        if not uid
+        or any(
+            ref.get("uid") == uid and ref.get("controller")
+            for ref in rs["metadata"].get("ownerReferences") or []
+        )
+    ]
+    older = [rs for rs in owned if 0 < revision(rs) < current]
+    return max(older, key=revision) if older else None
+
+
+def undo_patch(deployment: dict[str, Any], replicaset: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch kubectl sends: the template, and the annotations of that revision."""
+    dep_ann = deployment["metadata"].get("annotations") or {}
+    annotations = {k: v for k, v in dep_ann.items() if k in SKIP_ANNOTATIONS}
+    for k, v in (replicaset["metadata"].get("annotations") or {}).items():
+        if k not in SKIP_ANNOTATIONS:
+            annotations[k] = v
+    return [
+        {
+            "op": "replace",
+            "path": "/spec/template",
+            "value": without_hash(replicaset["spec"]["template"]),
+        },
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+
+
+def default_client_factory(params: dict[str, Any]) -> Any:
+    """An ApiClient from ``kubeconfig``/``context`` when given, in-cluster otherwise."""
+    from kubernetes import client, config
+
+    kubeconfig = params.get("kubeconfig")
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig, context=params.get("context"))
+    try:
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    except config.ConfigException:
+        return config.new_client_from_config(context=params.get("context"))
+
+
+class KubernetesDeploymentAction:
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        client_factory: Callable[[dict[str, Any]], Any] = default_client_factory,
+    ) -> None:
+        self.namespace = params["namespace"]
+        self.name = params["deployment"]
+        self.params = params
+        self._factory = client_factory
+        self._api: Any = None
+
+    @property
+    def where(self) -> str:
+        return f"deployment {self.namespace}/{self.name}"
+
+    def _apps(self) -> Any:
+        if self._api is None:
+            from kubernetes import client
+
+            try:
+                self._api = client.AppsV1Api(self._factory(self.params))
+            except Exception as exc:  # the client raises many types for a bad config
+                raise ActionError(f"no Kubernetes client configuration: {exc}") from None
+        return self._api
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=10, **kw)
+            return json.loads(resp.data)
+        except ApiException as exc:
+            body = (
+                (exc.body or b"").decode(errors="replace")
+                if isinstance(exc.body, bytes)
+                else exc.body
+            )
+            try:
+                message = json.loads(body or "{}").get("message") or exc.reason
+            except ValueError:
+                message = exc.reason
+            raise ActionError(f"{what} {self.where}: HTTP {exc.status}: {message}") from None
+        except (HTTPError, OSError, ValueError) as exc:
+            raise ActionError(f"{what} {self.where}: {exc}") from None
+
+    def _state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        apps = self._apps()
+        dep = self._call("get", apps.read_namespaced_deployment, self.name, self.namespace)
+        if dep.get("spec", {}).get("paused"):
+            raise ActionError(
+                f"{self.where} is paused; resume it (kubectl rollout resume) before rolling back"
+            )
+        selector = label_selector(dep["spec"].get("selector") or {})
+        rs_list = self._call(
+            "list replicasets of",
+            apps.list_namespaced_replica_set,
+            self.namespace,
+            label_selector=selector,
+        )
+        return dep, rs_list.get("items") or []
+
+    def plan(self) -> dict[str, Any]:
+        dep, replicasets = self._state()
+        target = previous_replicaset(dep, replicasets)
+        if target is None:
+            raise ActionError(f"{self.where}: no earlier revision to roll back to")
+        return {
+            "from_revision": revision(dep),
+            "to_revision": revision(target),
+            "replicaset": target["metadata"]["name"],
+        }
+
+    def apply(self, plan: dict[str, Any], *, dry_run: bool) -> Outcome:
+        dep, replicasets = self._state()
+        by_name = {rs["metadata"]["name"]: rs for rs in replicasets}
+        target = by_name.get(plan["replicaset"])
+        if target is None:
+            raise ActionError(f"{self.where}: replicaset {plan['replicaset']} is gone")
+        same = without_hash(target["spec"]["template"]) == without_hash(dep["spec"]["template"])
+        if revision(dep) != plan["from_revision"]:
+            if same:
+                return Outcome(
+                    SUCCEEDED,
+                    f"{self.where} already on the template of revision "
+                    f"{plan['to_revision']} (patched before a restart)",
+                )
+            return Outcome(
+                SKIPPED,
+                f"{self.where} moved to revision {revision(dep)} since the "
+                f"decision (from {plan['from_revision']}); not touching it",
+            )
+        if same:
+            return Outcome(
+                SKIPPED,
+                f"skipped rollback: current template already matches "
+                f"revision {plan['to_revision']}",
+            )
+        if dry_run:
+            return Outcome(
+                DRY_RUN, f"would roll {self.where} back to revision {plan['to_revision']}"
+            )
+        self._call(
+            "patch",
+            self._apps().patch_namespaced_deployment,
+            self.name,
+            self.namespace,
+            undo_patch(dep, target),
+        )
+        return Outcome(
+            SUCCEEDED,
+            f"{self.where} rolled back to revision {plan['to_revision']} "
+            f"(replicaset {plan['replicaset']})",
+        )

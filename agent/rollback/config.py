@@ -1,0 +1,260 @@
+"""The controller's configuration: defaults < YAML file < VIGIL_ROLLBACK_TOKEN < flags.
+
+A complete file (every key optional; ``--release-dir DIR`` alone is a whole configuration)::
+
+    listen: ":9476"
+    token_file: /etc/vigil/rollback-token     # or token: "..."; env VIGIL_ROLLBACK_TOKEN
+    state_dir: /var/lib/vigil                 # journal: <state_dir>/rollback-journal.db
+    dry_run: false
+    cooldown: 10m                             # per target
+    max_per_hour: 6                           # all targets together
+    otlp_endpoint: http://otel-collector:4318
+    targets:
+      models:   {action: release_dir, path: "/srv/models/{model}"}
+      llm:      {action: kubernetes, namespace: inference, deployment: "{deployment}"}
+      notify:   {action: command, argv: [/usr/local/bin/page-team], timeout: 30s}
+    policy:                                   # first match wins; action="rollback" only
+      - {match: {namespace: inference}, target: llm}
+      - {match_re: {model: ".+"}, target: models}
+
+Every error names the key and the file, and is a usage error (exit 2) before anything
+starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.config import ConfigError, default_state_dir, parse_duration
+from agent.rollback.policy import Rule, TargetSpec, placeholders
+
+DEFAULT_LISTEN = ":9476"
+# Ten minutes: long enough for a rolled-back version to be loaded, warmed up and judged by
+# the same alert again (drift's `for` is 5m), short enough to act twice in one bad hour.
+DEFAULT_COOLDOWN = 600.0
+# Six an hour across all targets: a fleet-wide cause (bad reference data, a broken
+# exporter) must not walk every model back through its whole history.
+DEFAULT_MAX_PER_HOUR = 6
+JOURNAL_NAME = "rollback-journal.db"
+TOKEN_NAME = "rollback-token"
+TOKEN_ENV = "VIGIL_ROLLBACK_TOKEN"
+
+TOP_KEYS = {
+    "listen", "token", "token_file", "insecure_no_auth", "state_dir", "journal", "dry_run",
+    "cooldown", "max_per_hour", "otlp_endpoint", "targets", "policy", "release_dir",
+}  # fmt: skip
+TARGET_KEYS = {
+    "release_dir": ({"path"}, {"version_label"}),
+    "kubernetes": ({"namespace", "deployment"}, {"kubeconfig", "context"}),
+    "command": ({"argv"}, {"timeout", "env"}),
+}
+RELEASE_DIR_TARGET = "release-dir"
+
+
+@dataclass
+class ControllerConfig:
+    listen: str = DEFAULT_LISTEN
+    token: str | None = None
+    token_source: str = ""
+    insecure_no_auth: bool = False
+    state_dir: Path = field(default_factory=lambda: Path(default_state_dir()))
+    journal: Path | None = None
+    dry_run: bool = False
+    cooldown: float = DEFAULT_COOLDOWN
+    max_per_hour: int = DEFAULT_MAX_PER_HOUR
+    otlp_endpoint: str | None = None
+    targets: dict[str, TargetSpec] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal or self.state_dir / JOURNAL_NAME
+
+
+def _fail(where: str, why: str) -> ConfigError:
+    return ConfigError(f"{where}: {why}")
+
+
+def _duration(value: Any, where: str) -> float:
+    try:
+        seconds = parse_duration(str(value))
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
+    return seconds
+
+
+def parse_target(name: str, raw: Any, where: str) -> TargetSpec:
+    if not isinstance(raw, dict):
+        raise _fail(where, "expected a mapping with an `action`")
+    action = raw.get("action")
+    if action not in TARGET_KEYS:
+        raise _fail(f"{where}.action", f"{action!r} is not one of {', '.join(TARGET_KEYS)}")
+    required, optional = TARGET_KEYS[action]
+    params = {k: v for k, v in raw.items() if k != "action"}
+    unknown = set(params) - required - optional
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(sorted(unknown))} for action {action}")
+    missing = required - set(params)
+    if missing:
+        raise _fail(where, f"action {action} needs {', '.join(sorted(missing))}")
+    if action == "command":
+        argv = params["argv"]
+        if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+            raise _fail(f"{where}.argv", "expected a non-empty list of strings (no shell is used)")
+        if placeholders(argv):
+            raise _fail(f"{where}.argv", "labels reach a command as environment, not as {label}")
+        if "timeout" in params:
+            params["timeout"] = _duration(params["timeout"], f"{where}.timeout")
+        env = params.get("env", {})
+        if not isinstance(env, dict):
+            raise _fail(f"{where}.env", "expected a mapping of NAME: value")
+    else:
+        for key in required | (optional & set(params)):
+            if not isinstance(params[key], str) or not params[key]:
+                raise _fail(f"{where}.{key}", "expected a non-empty string")
+    return TargetSpec(name, action, params)
+
+
+def parse_rule(raw: Any, where: str, targets: dict[str, TargetSpec]) -> Rule:
+    if not isinstance(raw, dict) or set(raw) - {"match", "match_re", "target"}:
+        raise _fail(where, "expected {target: NAME, match: {...}, match_re: {...}}")
+    target = raw.get("target")
+    if target not in targets:
+        raise _fail(
+            f"{where}.target",
+            f"{target!r} is not a configured target ({', '.join(targets) or 'none'})",
+        )
+    match = raw.get("match") or {}
+    match_re = raw.get("match_re") or {}
+    if not isinstance(match, dict) or not isinstance(match_re, dict):
+        raise _fail(where, "match and match_re are mappings of label: value")
+    compiled = {}
+    for label, pattern in match_re.items():
+        try:
+            compiled[str(label)] = re.compile(str(pattern))
+        except re.error as exc:
+            raise _fail(f"{where}.match_re.{label}", f"bad regular expression: {exc}") from None
+    return Rule(target, {str(k): str(v) for k, v in match.items()}, compiled)
+
+
+def read_token_file(path: str, source: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read token file {path}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"{source}: token file {path} is empty")
+    return token
+
+
+def load(
+    *,
+    file: str | None = None,
+    flags: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> ControllerConfig:
+    """Builds the configuration; ``flags`` holds only the flags given on the command line."""
+    flags = flags or {}
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    source = "config"
+    if file:
+        source = f"config file {file}"
+        try:
+            raw = yaml.safe_load(Path(file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        unknown = set(raw) - TOP_KEYS
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    merged = {**raw, **{k: v for k, v in flags.items() if v is not None}}
+
+    cfg = ControllerConfig()
+    cfg.listen = str(merged.get("listen", DEFAULT_LISTEN))
+    cfg.insecure_no_auth = bool(merged.get("insecure_no_auth", False))
+    cfg.dry_run = bool(merged.get("dry_run", False))
+    if merged.get("state_dir"):
+        cfg.state_dir = Path(str(merged["state_dir"]))
+    if merged.get("journal"):
+        cfg.journal = Path(str(merged["journal"]))
+    if "cooldown" in merged:
+        cfg.cooldown = _duration(merged["cooldown"], f"{source}: cooldown")
+    if "max_per_hour" in merged:
+        try:
+            cfg.max_per_hour = int(merged["max_per_hour"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: max_per_hour: expected a whole number") from None
+        if cfg.max_per_hour < 1:
+            raise ConfigError(f"{source}: max_per_hour must be at least 1")
+    cfg.otlp_endpoint = merged.get("otlp_endpoint") or None
+
+    # Token: --token-file, then the environment, then the file's token_file / token.
+    if flags.get("token_file"):
+        cfg.token = read_token_file(flags["token_file"], "--token-file")
+        cfg.token_source = f"--token-file {flags['token_file']}"
+    elif env.get(TOKEN_ENV):
+        cfg.token, cfg.token_source = env[TOKEN_ENV].strip(), TOKEN_ENV
+    elif raw.get("token_file"):
+        cfg.token = read_token_file(str(raw["token_file"]), source)
+        cfg.token_source = f"token_file {raw['token_file']}"
+    elif raw.get("token"):
+        cfg.token, cfg.token_source = str(raw["token"]), f"{source}: token"
+
+    targets_raw = raw.get("targets") or {}
+    if not isinstance(targets_raw, dict):
+        raise ConfigError(f"{source}: targets: expected a mapping of name: target")
+    cfg.targets = {
+        str(n): parse_target(str(n), t, f"{source}: targets.{n}") for n, t in targets_raw.items()
+    }
+    policy_raw = raw.get("policy") or []
+    if not isinstance(policy_raw, list):
+        raise ConfigError(f"{source}: policy: expected a list of rules")
+    cfg.rules = [
+        parse_rule(r, f"{source}: policy[{i}]", cfg.targets) for i, r in enumerate(policy_raw)
+    ]
+
+    release_dir = merged.get("release_dir")
+    if release_dir:
+        # The embedded default: every action="rollback" alert not matched above rolls
+        # this directory back.
+        cfg.targets[RELEASE_DIR_TARGET] = TargetSpec(
+            RELEASE_DIR_TARGET, "release_dir", {"path": str(Path(str(release_dir)).absolute())}
+        )
+        cfg.rules.append(Rule(RELEASE_DIR_TARGET))
+    if not cfg.rules:
+        raise ConfigError(
+            "nothing to roll back: give --release-dir DIR, or targets and a policy in --config"
+        )
+    return cfg
+
+
+def ensure_token(cfg: ControllerConfig) -> Path | None:
+    """No token configured and auth on: make one at <state_dir>/rollback-token (0600), or
+    reuse the one made before. Returns its path when it did."""
+    if cfg.token or cfg.insecure_no_auth:
+        return None
+    path = cfg.state_dir / TOKEN_NAME
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        cfg.token = read_token_file(str(path), "generated token")
+    except OSError as exc:
+        raise ConfigError(f"cannot create a token at {path}: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+        cfg.token = read_token_file(str(path), "generated token")
+    cfg.token_source = f"generated {path}"
+    return path

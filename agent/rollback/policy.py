@@ -1,0 +1,112 @@
+"""Which alert acts on which target: the policy, pure.
+
+A policy is an ordered list of rules; the first rule whose ``match`` (exact label values)
+and ``match_re`` (fully anchored regular expressions) both hold names the target. Only
+alerts labelled ``action="rollback"`` are considered at all: the rule files decide what
+may act, the policy decides on what.
+
+Target parameters may name alert labels as ``{label}`` (``/srv/models/{model}``,
+``deployment: "{deployment}"``), so one rule serves every model of a node. An alert
+without a label that its target needs is not acted on, with that reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTION_LABEL, ACTION_VALUE = "action", "rollback"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A label value put into a path, a namespace or a name: no "/", no leading dot (so no "..").
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    action: str  # "release_dir", "kubernetes" or "command"
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    target: str
+    match: dict[str, str] = field(default_factory=dict)
+    match_re: dict[str, re.Pattern[str]] = field(default_factory=dict)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match.items()):
+            return False
+        return all(p.fullmatch(labels.get(k, "")) for k, p in self.match_re.items())
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target with its parameters filled from one alert's labels."""
+
+    spec: TargetSpec
+    params: dict[str, Any]
+
+    @property
+    def action(self) -> str:
+        return self.spec.action
+
+    @property
+    def target(self) -> str:
+        """The label value for metrics and the key of the cooldown: what is rolled back."""
+        p = self.params
+        if self.spec.action == "release_dir":
+            return f"release-dir:{p['path']}"
+        if self.spec.action == "kubernetes":
+            return f"deployment:{p['namespace']}/{p['deployment']}"
+        return f"command:{self.spec.name}"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+def placeholders(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(_PLACEHOLDER.findall(value))
+    if isinstance(value, list):
+        return set().union(*(placeholders(v) for v in value)) if value else set()
+    return set()
+
+
+def _label(labels: dict[str, str], name: str) -> str:
+    value = labels[name]
+    if not _SAFE_VALUE.fullmatch(value):
+        raise ValueError(f"label {name}={value!r} is not a plain name")
+    return value
+
+
+def fill(value: Any, labels: dict[str, str]) -> Any:
+    """``"{model}"`` → the label's value; KeyError names a missing label, ValueError an
+    unsafe value (a path separator or a leading dot)."""
+    if isinstance(value, str):
+        return _PLACEHOLDER.sub(lambda m: _label(labels, m.group(1)), value)
+    if isinstance(value, list):
+        return [fill(v, labels) for v in value]
+    return value
+
+
+def resolve(
+    labels: dict[str, str], rules: list[Rule], targets: dict[str, TargetSpec]
+) -> Resolved | Ignored:
+    if labels.get(ACTION_LABEL) != ACTION_VALUE:
+        return Ignored(f'no {ACTION_LABEL}="{ACTION_VALUE}" label')
+    for rule in rules:
+        if not rule.matches(labels):
+            continue
+        spec = targets[rule.target]
+        try:
+            params = {k: fill(v, labels) for k, v in spec.params.items()}
+        except KeyError as exc:
+            return Ignored(f"target {spec.name} needs label {exc.args[0]!r}, which the alert lacks")
+        except ValueError as exc:
+            return Ignored(f"target {spec.name}: {exc}")
+        return Resolved(spec, params)
+    return Ignored("no policy rule matches")

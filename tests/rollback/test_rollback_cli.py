@@ -1,0 +1,99 @@
+"""`vigil rollback-controller` usage errors: exit 2, one line naming the problem, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rbproc import run_controller
+
+from agent.cli import main
+
+
+def vigil(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """In-process: these fail before anything starts, so no child process is needed."""
+    code = main(["rollback-controller", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("targets: {a: {action: teleport}}", "targets.a.action: 'teleport' is not one of"),
+        ("targets: {a: {action: command, argv: echo hi}}", "argv: expected a non-empty list"),
+        ("targets: {a: {action: command, argv: [x, '{model}']}}", "as environment, not as {label}"),
+        ("targets: {a: {action: kubernetes, namespace: n}}", "needs deployment"),
+        ("targets: {a: {action: release_dir, path: /x, colour: red}}", "unknown key(s) colour"),
+        ("policy: [{target: nowhere}]", "'nowhere' is not a configured target"),
+        (
+            "targets: {a: {action: release_dir, path: /x}}\n"
+            "policy: [{target: a, match_re: {m: '('}}]",
+            "bad regular expression",
+        ),
+        ("cooldown: soon\ntargets: {}", "cooldown"),
+        ("max_per_hour: 0", "max_per_hour must be at least 1"),
+        ("lisen: ':1'", "unknown key(s) lisen"),
+        ("targets: {}", "nothing to roll back"),
+        ("[1, 2]", "expected a mapping"),
+        ("a: [", "not valid YAML"),
+        ("token_file: /nonexistent/token\nrelease_dir: /tmp", "cannot read token file"),
+    ],
+)
+def test_config_errors(
+    tmp_path: Path, config: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config)
+    code, err = vigil(["--config", str(cfg), "--state-dir", str(tmp_path / "s")], capsys)
+    assert code == 2, err
+    assert message in err and err.startswith("vigil: error: ")
+
+
+def test_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = vigil(["--release-dir", str(tmp_path), "--listen", "nowhere"], capsys)
+    assert code == 2 and "is not HOST:PORT" in err
+    code, err = vigil(
+        [
+            "--release-dir",
+            str(tmp_path),
+            "--otlp-endpoint",
+            "collector:4318",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "not an http(s) URL" in err
+    code, err = vigil(["--state-dir", str(tmp_path / "s")], capsys)
+    assert code == 2 and "give --release-dir DIR" in err
+
+
+def test_an_unusable_journal_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "rollback-journal.db").write_bytes(b"garbage" * 1000)
+    res = run_controller(
+        ["--release-dir", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--insecure-no-auth"]
+    )
+    assert res.returncode == 1 and "cannot open the journal" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_controller(
+            [
+                "--release-dir",
+                str(tmp_path),
+                "--state-dir",
+                str(tmp_path / "s"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--insecure-no-auth",
+            ]
+        )
+    assert res.returncode == 1 and "cannot listen" in res.stderr and "Traceback" not in res.stderr
