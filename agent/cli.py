@@ -259,6 +259,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A bug, not bad input: one line for the user; the traceback on request.
+        if os.environ.get("VIGIL_DEBUG"):
+            raise
+        print(
+            f"vigil: unexpected error: {type(exc).__name__}: {exc} "
+            "(set VIGIL_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

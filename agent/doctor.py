@@ -8,6 +8,7 @@ explicitly enabled (flag, environment or config file) cannot run.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import platform
 import sys
@@ -153,7 +154,7 @@ def run_doctor(config: Config, specs: Sequence[CollectorSpec], out: TextIO) -> i
             if explicit:
                 status = 1
             continue
-        checks = spec.doctor(config.collector_options(spec.name)) if spec.doctor else []
+        checks = _call_doctor(spec, config) if spec.doctor else []
         failed = [c for c in checks if not c.ok]
         if not failed:
             w(f"  {spec.name:<8} ready\n")
@@ -166,6 +167,17 @@ def run_doctor(config: Config, specs: Sequence[CollectorSpec], out: TextIO) -> i
     if status:
         w("\nan explicitly enabled collector cannot run (exit status 1)\n")
     return status
+
+
+def _call_doctor(spec: CollectorSpec, config: Config) -> list[Check]:
+    assert spec.doctor is not None
+    options = config.collector_options(spec.name)
+    try:
+        if "config" in inspect.signature(spec.doctor).parameters:
+            return spec.doctor(options, config=config)
+        return spec.doctor(options)
+    except Exception as exc:  # a doctor's own bug must not hide the other collectors
+        return [Check("doctor", False, f"the check itself failed: {type(exc).__name__}: {exc}")]
 
 
 def _print_check(write: Callable[[str], object], c: Check, indent: int = 2) -> None:

@@ -96,7 +96,9 @@ class Context:
 
 
 Factory = Callable[[Context, dict[str, Any]], Collector]
-Doctor = Callable[[dict[str, Any]], list[Check]]
+# doctor(options) -> checks; a doctor that also needs agent-wide settings (the state
+# directory, the listen address) declares a ``config`` keyword and receives the Config.
+Doctor = Callable[..., list[Check]]
 
 
 @dataclass(frozen=True)

@@ -46,3 +46,18 @@ def exposed_families(text: str) -> dict[str, tuple[str, frozenset[str]]]:
             labels |= prev[1]
         out[name] = (fam.type, frozenset(labels))
     return out
+
+
+def undocumented(text: str, rows: dict[str, Row]) -> list[str]:
+    """Exported families missing from the catalogue, or exported with another type or an
+    unlisted label."""
+    problems = []
+    for name, (typ, labels) in exposed_families(text).items():
+        row = rows.get(name)
+        if row is None:
+            problems.append(f"{name}: exported but missing from docs/metrics.md")
+        elif row.type != typ and not (row.type == "info" and typ == "gauge"):
+            problems.append(f"{name}: exported as {typ}, catalogued as {row.type}")
+        elif not labels <= row.labels:
+            problems.append(f"{name}: labels {sorted(labels - row.labels)} not catalogued")
+    return problems

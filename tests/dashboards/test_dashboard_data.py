@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from agentproc import VIGIL, AgentProcess, free_port, http_get
+from catalogue import exposed_families, load_catalogue, undocumented
 from grafana import ROOT, Query, dashboards, queries, resolve_variables, substitute
 
 from agent.collectors import SPECS
@@ -385,6 +386,7 @@ class Stack:
     pod_cgroup: PodCgroup | None
     kube_wired: bool
     notes: list[str]
+    controller: RollbackController | None = None
 
 
 @pytest.fixture(scope="module")
@@ -480,7 +482,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         if not kube_wired:
             notes.append("agent/app.py does not start the pod watcher: pod label is the pod UID")
-        yield Stack(prometheus, agent, cgroup, kube_wired, notes)
+        yield Stack(prometheus, agent, cgroup, kube_wired, notes, controller)
     finally:
         prometheus.stop()
         if controller is not None:
@@ -577,3 +579,35 @@ def test_variables_resolve_to_the_workloads_pod(stack: Stack) -> None:
     assert values["pod"] == want_pod
     if stack.kube_wired:
         assert values["namespace"] == NAMESPACE
+
+
+# Catalogued families that only a particular setup produces, each with the reason.
+CONDITIONAL = {
+    "vigil_gpu_pcie_throughput_bytes_per_second": "only with --collector.gpu.pcie-throughput",
+    "vigil_gpu_mig_info": "only for GPUs in MIG mode",
+    "vigil_gpu_mig_memory_used_bytes": "only for GPUs in MIG mode",
+    "vigil_gpu_mig_memory_free_bytes": "only for GPUs in MIG mode",
+    "vigil_gpu_mig_memory_total_bytes": "only for GPUs in MIG mode",
+}
+
+
+def test_full_output_and_catalogue_agree_both_ways(stack: Stack) -> None:
+    """Every family the agent and the controller export is catalogued, and every catalogued
+    family is exported once every collector has data (docs/metrics.md)."""
+    if stack.controller is None:
+        pytest.skip("no rollback controller in this stack")
+    rows = load_catalogue()
+    deadline = time.monotonic() + DATA_DEADLINE_S
+    while True:
+        agent_text = stack.agent.metrics()
+        status, controller_text = http_get(stack.controller.url + "/metrics")
+        assert status == 200
+        exposed = exposed_families(agent_text) | exposed_families(controller_text)
+        missing = sorted(n for n in rows if n not in exposed and n not in CONDITIONAL)
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert undocumented(agent_text, rows) == []
+    assert undocumented(controller_text, rows) == []
+    assert missing == [], f"catalogued but never exported: {missing}"
+    assert set(CONDITIONAL) <= set(rows), "CONDITIONAL names a family the catalogue lacks"

@@ -1,0 +1,355 @@
+"""`vigil drift ...`: manage references and run a check now.
+
+  vigil drift reference set --model M --version V FILE     CSV (header), .npy or .jsonl
+  vigil drift reference set --model M --version V --bootstrap N
+  vigil drift reference list | show --model M --version V | delete --model M --version V
+  vigil drift check --model M [--version V]                 the agent's window, checked now
+  vigil drift check --model M --window-file FILE            a file, checked offline
+
+References live under --state-dir (env VIGIL_STATE_DIR; default /var/lib/vigil as root,
+./var otherwise), the directory `vigil run` reads: a running agent picks changes up at its
+next check, without a restart. Exit status: 0 done (check: no drift), 1 failed, 2 usage,
+3 (check only) drift detected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import default_state_dir
+from agent.drift.ingest import outcome_json
+from agent.drift.ks import CORRECTIONS, ReferenceSample, SampleError
+from agent.drift.monitor import Outcome
+from agent.drift.parse import ParseError, read_reference_file
+from agent.drift.store import ReferenceStore, StoreError, check_features, check_name
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
+FORMATS = {".csv": "csv", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class CliError(Exception):
+    pass
+
+
+def _store(ns: argparse.Namespace) -> ReferenceStore:
+    return ReferenceStore(
+        Path(ns.state_dir or os.environ.get("VIGIL_STATE_DIR") or default_state_dir())
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (env VIGIL_STATE_DIR; default /var/lib/vigil as root, "
+        "./var otherwise)",
+    )
+
+
+def _model_version(p: argparse.ArgumentParser, version_required: bool = True) -> None:
+    p.add_argument("--model", required=True, metavar="M")
+    p.add_argument("--version", required=version_required, metavar="V", dest="model_version")
+
+
+def register(sub: Any) -> None:
+    drift = sub.add_parser(
+        "drift",
+        help="input-drift references and checks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dsub = drift.add_subparsers(dest="drift_command", metavar="COMMAND")
+    drift.set_defaults(func=lambda ns, specs: _help(drift))
+
+    ref = dsub.add_parser("reference", help="set, list, show or delete references")
+    rsub = ref.add_subparsers(dest="reference_command", metavar="ACTION")
+    ref.set_defaults(func=lambda ns, specs: _help(ref))
+
+    s = rsub.add_parser("set", help="store a reference from a file, or capture the next N samples")
+    _model_version(s)
+    s.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="CSV with a header, .npy (rows x features) or JSON lines",
+    )
+    s.add_argument(
+        "--bootstrap",
+        type=int,
+        metavar="N",
+        help="capture the first N live samples instead of a file",
+    )
+    s.add_argument(
+        "--format",
+        choices=sorted(set(FORMATS.values())),
+        help="file format (default: from the extension)",
+    )
+    s.add_argument(
+        "--features",
+        metavar="A,B,...",
+        help="feature names for a .npy file (default feature_0, feature_1, ...)",
+    )
+    _common(s)
+    s.set_defaults(func=_run(cmd_set))
+
+    ls = rsub.add_parser("list", help="list stored references")
+    _common(ls)
+    ls.set_defaults(func=_run(cmd_list))
+
+    sh = rsub.add_parser("show", help="verify a reference and summarise each feature")
+    _model_version(sh)
+    _common(sh)
+    sh.set_defaults(func=_run(cmd_show))
+
+    de = rsub.add_parser("delete", help="delete a reference")
+    _model_version(de)
+    _common(de)
+    de.set_defaults(func=_run(cmd_delete))
+
+    ck = dsub.add_parser(
+        "check", help="run one check now and print a table (feature, D, p, drifted)"
+    )
+    _model_version(ck, version_required=False)
+    ck.add_argument(
+        "--agent",
+        metavar="URL",
+        default=_default_agent(),
+        help="the running agent (default from VIGIL_LISTEN, else %(default)s)",
+    )
+    ck.add_argument(
+        "--token-file", metavar="FILE", help="bearer token for an agent that requires one"
+    )
+    ck.add_argument(
+        "--window-file",
+        metavar="FILE",
+        help="check this file against the stored reference instead of asking the agent",
+    )
+    ck.add_argument(
+        "--alpha", type=float, default=0.05, help="with --window-file (default %(default)s)"
+    )
+    ck.add_argument(
+        "--correction", choices=CORRECTIONS, default="bonferroni", help="with --window-file"
+    )
+    ck.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(ck)
+    ck.set_defaults(func=_run(cmd_check))
+
+
+def _default_agent() -> str:
+    """The agent `vigil run` would start with the same environment (loopback address)."""
+    host, _, port = os.environ.get("VIGIL_LISTEN", ":9475").rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port or 9475}"
+
+
+def _help(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return EXIT_USAGE
+
+
+def _run(fn: Any) -> Any:
+    def wrapped(ns: argparse.Namespace, specs: Any) -> int:
+        try:
+            return int(fn(ns))
+        except (CliError, StoreError, ParseError, SampleError) as exc:
+            print(f"vigil drift: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+
+    return wrapped
+
+
+def _read_file(
+    path: str, fmt: str | None, features: str | None
+) -> tuple[tuple[str, ...], np.ndarray]:
+    fmt = fmt or FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise CliError(
+            f"cannot tell the format of {path}: use a .csv, .npy or .jsonl name, or --format"
+        )
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    names = [f.strip() for f in features.split(",")] if features else None
+    try:
+        return read_reference_file(data, fmt, names)
+    except ParseError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+
+def cmd_set(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    model, version = check_name("model", ns.model), check_name("version", ns.model_version)
+    if (ns.file is None) == (ns.bootstrap is None):
+        raise CliError("give either FILE or --bootstrap N")
+    if ns.bootstrap is not None:
+        if ns.bootstrap < 1:
+            raise CliError("--bootstrap needs N >= 1")
+        path = store.request_bootstrap(model, version, ns.bootstrap)
+        print(
+            f"the agent will capture the first {ns.bootstrap} samples of {model} {version} "
+            f"as its reference ({path})"
+        )
+        return EXIT_OK
+    names, values = _read_file(ns.file, ns.format, ns.features)
+    check_features(names)
+    sample = ReferenceSample(values, names)
+    path = store.save(model, version, sample, f"file: {Path(ns.file).resolve()}")
+    print(
+        f"stored reference {model} {version}: {sample.n} rows x {sample.n_features} "
+        f"features in {path}"
+    )
+    return EXIT_OK
+
+
+def cmd_list(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    rows = []
+    failed = False
+    for model, version, path, _ in store.files():
+        try:
+            info = store.read_info(path)
+            rows.append(
+                (model, version, str(info.rows), str(len(info.features)), info.created, info.source)
+            )
+        except StoreError as exc:
+            rows.append((model, version, "-", "-", "CORRUPT", str(exc)))
+            failed = True
+    for req in store.bootstrap_requests():
+        rows.append((req.model, req.version, f"0/{req.rows}", "-", "capturing", "bootstrap"))
+    if not rows:
+        print(f"no references under {store.refs}")
+        return EXIT_OK
+    _table(("MODEL", "VERSION", "ROWS", "FEATURES", "CREATED", "SOURCE"), rows)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_show(ns: argparse.Namespace) -> int:
+    info, ref = _store(ns).load(
+        check_name("model", ns.model), check_name("version", ns.model_version)
+    )
+    print(
+        f"model {info.model}  version {info.version}  rows {info.rows}  "
+        f"features {len(info.features)}"
+    )
+    print(f"created {info.created}  source {info.source}  file {info.path}  checksum ok")
+    v = ref.sorted_values
+    mid = v[:, v.shape[1] // 2]
+    _table(
+        ("FEATURE", "MIN", "MEDIAN", "MAX"),
+        [
+            (f, f"{v[i, 0]:.6g}", f"{mid[i]:.6g}", f"{v[i, -1]:.6g}")
+            for i, f in enumerate(info.features)
+        ],
+    )
+    return EXIT_OK
+
+
+def cmd_delete(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    model, version = check_name("model", ns.model), check_name("version", ns.model_version)
+    store.cancel_bootstrap(model, version)
+    if not store.delete(model, version):
+        raise CliError(f"no reference for model {model} version {version} under {store.refs}")
+    print(f"deleted reference {model} {version}")
+    return EXIT_OK
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    doc = _check_file(ns) if ns.window_file else _check_agent(ns)
+    if ns.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_check(doc)
+    return EXIT_DRIFT if doc.get("detected") else EXIT_OK
+
+
+def _check_file(ns: argparse.Namespace) -> dict[str, Any]:
+    store = _store(ns)
+    model = check_name("model", ns.model)
+    version = ns.model_version
+    if version is None:
+        versions = [v for m, v, _, _ in store.files() if m == model]
+        if len(versions) != 1:
+            raise CliError(
+                f"model {model} has {len(versions)} reference versions; say which with --version"
+            )
+        version = versions[0]
+    _info, ref = store.load(model, check_name("version", version))
+    names, values = _read_file(ns.window_file, None, None)
+    if ref.feature_names != names:
+        index = {n: i for i, n in enumerate(names)}
+        missing = [f for f in ref.feature_names if f not in index]
+        if missing:
+            raise CliError(
+                f"{ns.window_file} lacks feature(s) {', '.join(missing[:5])} of the reference"
+            )
+        values = values[:, [index[f] for f in ref.feature_names]]
+    result = ref.test(values, alpha=ns.alpha, correction=ns.correction)
+    return outcome_json(Outcome(model, version, len(values), result, 0.0, 0.0), 1)
+
+
+def _check_agent(ns: argparse.Namespace) -> dict[str, Any]:
+    url = f"{ns.agent.rstrip('/')}/v1/drift/{ns.model}/check"
+    if ns.model_version:
+        url += f"?version={ns.model_version}"
+    headers = {}
+    if ns.token_file:
+        try:
+            headers["Authorization"] = "Bearer " + Path(ns.token_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {ns.token_file}: {exc.strerror}") from None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            why = exc.reason
+        raise CliError(f"agent at {ns.agent} answered {exc.code}: {why}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(
+            f"cannot reach the agent at {ns.agent} ({reason}); is `vigil run` running? "
+            "(or use --window-file FILE)"
+        ) from None
+
+
+def _print_check(doc: dict[str, Any]) -> None:
+    head = f"model {doc['model']}  version {doc['version']}  window {doc['window_samples']} samples"
+    if not doc.get("decided"):
+        print(f"{head}: too few samples to decide (at least {doc.get('min_samples')} needed)")
+        return
+    print(f"{head}  alpha {doc['alpha']} ({doc['correction']})  method {doc['method']}")
+    _table(
+        ("FEATURE", "D", "P", "DRIFTED"),
+        [
+            (
+                f["feature"],
+                f"{f['statistic']:.4f}",
+                f"{f['pvalue']:.3g}",
+                "yes" if f["drifted"] else "no",
+            )
+            for f in doc["features"]
+        ],
+    )
+    print("drift detected" if doc["detected"] else "no drift")
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

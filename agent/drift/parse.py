@@ -1,0 +1,322 @@
+"""Pure parsing of drift samples: ingest bodies (JSON rows, JSON columns, NDJSON) and
+reference files (CSV with a header, ``.npy``, JSON lines).
+
+Everything here turns bytes or decoded JSON into a float64 matrix whose columns follow a
+given feature order, and says precisely what was wrong with what it could not use:
+
+* a whole-body problem (malformed JSON, wrong shape) raises :class:`ParseError`;
+* a bad row (unknown or missing feature, non-numeric or non-finite value) is dropped and
+  counted under its reason; the other rows are kept.
+
+Booleans and numeric strings are refused: ``true`` or ``"1.5"`` in a feature vector is
+nearly always a serialisation bug upstream, and silently coercing it would hide it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Reasons, as they appear in vigil_drift_rejected_samples_total{reason}.
+UNKNOWN_FEATURE = "unknown_feature"
+MISSING_FEATURE = "missing_feature"
+NON_NUMERIC = "non_numeric"
+NON_FINITE = "non_finite"
+MALFORMED = "malformed"
+
+MAX_ERRORS = 5  # messages returned to the client; the counters have the full tally
+
+
+class ParseError(ValueError):
+    """The whole body or file is unusable; ``reason`` is the counter label."""
+
+    def __init__(self, message: str, reason: str = MALFORMED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Parsed:
+    """Rows that passed, in feature order, and a tally of those that did not."""
+
+    features: tuple[str, ...]
+    values: np.ndarray  # (accepted rows x features)
+    rejected: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str, message: str, count: int = 1) -> None:
+        self.rejected[reason] += count
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+
+def _number(value: Any) -> float | str:
+    """The value as a finite float, or the rejection reason."""
+    if type(value) is float:
+        return value if math.isfinite(value) else NON_FINITE
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range
+            return NON_FINITE
+    return NON_NUMERIC
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ParseError("body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def body_version(doc: Any) -> str | None:
+    if not isinstance(doc, Mapping):
+        raise ParseError(
+            'body must be a JSON object: {"version": ..., "rows": [...]} or {"columns": {...}}'
+        )
+    version = doc.get("version")
+    if version is None:
+        return None
+    if not isinstance(version, str) or not version:
+        raise ParseError(f"version must be a non-empty string, got {version!r}")
+    return version
+
+
+def parse_document(doc: Mapping[str, Any], features: Sequence[str] | None) -> Parsed:
+    """A decoded ``{"rows": [...]}`` or ``{"columns": {...}}`` body.
+
+    ``features`` None means "learn them from the first row" (a reference being captured).
+    """
+    has_rows, has_cols = "rows" in doc, "columns" in doc
+    if has_rows == has_cols:
+        raise ParseError(
+            'body needs exactly one of "rows" (a list of objects) or "columns" (an object of lists)'
+        )
+    extra = set(doc) - {"rows", "columns", "version", "client_dropped"}
+    if extra:
+        raise ParseError(f"unknown key(s) in body: {', '.join(sorted(extra))}")
+    if has_rows:
+        rows = doc["rows"]
+        if not isinstance(rows, list):
+            raise ParseError('"rows" must be a list of objects {feature: value}')
+        return parse_rows(rows, features)
+    cols = doc["columns"]
+    if not isinstance(cols, Mapping) or not all(isinstance(v, list) for v in cols.values()):
+        raise ParseError('"columns" must be an object {feature: [values...]}')
+    return parse_columns(cols, features)
+
+
+def parse_rows(rows: Iterable[Any], features: Sequence[str] | None) -> Parsed:
+    """Row objects → matrix; each bad row is dropped under its first problem."""
+    names: tuple[str, ...] | None = tuple(features) if features is not None else None
+    out: list[list[float]] = []
+    parsed = Parsed(names or (), np.empty((0, len(names or ()))))
+    for i, row in enumerate(rows):
+        if row is _BAD_LINE:
+            parsed.reject(MALFORMED, f"row {i}: not valid JSON")
+            continue
+        if not isinstance(row, Mapping):
+            parsed.reject(MALFORMED, f"row {i}: not an object {{feature: value}}")
+            continue
+        if names is None:  # first good row fixes the feature set
+            if not row or not all(isinstance(k, str) and k for k in row):
+                parsed.reject(MALFORMED, f"row {i}: needs at least one named feature")
+                continue
+            names = tuple(row)
+        problem = _row_problem(row, names)
+        if problem is not None:
+            parsed.reject(problem[0], f"row {i}: {problem[1]}")
+            continue
+        out.append([float(row[f]) for f in names])
+    names = names or ()
+    parsed.features = names
+    parsed.values = np.array(out, dtype=np.float64).reshape(len(out), len(names))
+    return parsed
+
+
+def _row_problem(row: Mapping[str, Any], names: Sequence[str]) -> tuple[str, str] | None:
+    if len(row) != len(names) or any(k not in row for k in names):
+        unknown = [k for k in row if k not in names]
+        if unknown:
+            return UNKNOWN_FEATURE, f"unknown feature {unknown[0]!r} (known: {_list(names)})"
+        missing = [k for k in names if k not in row]
+        return MISSING_FEATURE, f"missing feature {missing[0]!r}"
+    for k in names:
+        v = _number(row[k])
+        if isinstance(v, str):
+            what = "not a finite number" if v == NON_FINITE else "not a number"
+            return v, f"feature {k!r}: {_short(row[k])} is {what}"
+    return None
+
+
+def parse_columns(cols: Mapping[str, list[Any]], features: Sequence[str] | None) -> Parsed:
+    """Column lists → matrix; a bad cell drops its whole row."""
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ParseError(f"columns have different lengths: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    names = tuple(features) if features is not None else tuple(cols)
+    parsed = Parsed(names, np.empty((0, len(names))))
+    if not names or not all(isinstance(k, str) and k for k in names):
+        raise ParseError("columns need at least one named feature")
+    unknown = [k for k in cols if k not in names]
+    if unknown:
+        parsed.reject(
+            UNKNOWN_FEATURE,
+            f"unknown feature {unknown[0]!r} (known: {_list(names)}); all {n} rows dropped",
+            n,
+        )
+        return parsed
+    missing = [k for k in names if k not in cols]
+    if missing:
+        parsed.reject(MISSING_FEATURE, f"missing feature {missing[0]!r}; all {n} rows dropped", n)
+        return parsed
+    bad = np.zeros(n, dtype=np.int8)  # 0 ok, 1 non-numeric, 2 non-finite
+    values = np.empty((n, len(names)))
+    for j, name in enumerate(names):
+        col = cols[name]
+        if all(type(v) is float or type(v) is int for v in col):
+            try:
+                values[:, j] = col
+            except OverflowError:  # an int beyond float range: infinite, refused below
+                values[:, j] = [v if isinstance(_number(v), float) else math.inf for v in col]
+        else:
+            for i, v in enumerate(col):
+                num = _number(v)
+                if isinstance(num, str):
+                    if bad[i] == 0:
+                        bad[i] = 1
+                        if len(parsed.errors) < MAX_ERRORS:
+                            parsed.errors.append(
+                                f"row {i}: feature {name!r}: {_short(v)} is not a number"
+                            )
+                    values[i, j] = 0.0
+                else:
+                    values[i, j] = num
+    with np.errstate(invalid="ignore"):
+        nonfinite = ~np.isfinite(values).all(axis=1) & (bad == 0)
+    for i in np.nonzero(nonfinite)[0][: max(0, MAX_ERRORS - len(parsed.errors))]:
+        parsed.errors.append(f"row {int(i)}: a value is not a finite number")
+    bad[nonfinite] = 2
+    parsed.rejected[NON_NUMERIC] += int((bad == 1).sum())
+    parsed.rejected[NON_FINITE] += int((bad == 2).sum())
+    parsed.rejected = +parsed.rejected  # drop zero counts
+    parsed.values = values[bad == 0]
+    return parsed
+
+
+_BAD_LINE = object()  # an NDJSON line that is not JSON; keeps row numbers aligned
+
+
+def parse_ndjson(lines: Iterable[bytes], features: Sequence[str] | None) -> Parsed:
+    """One row object per line (blank lines skipped); a malformed line is a bad row."""
+    rows: list[Any] = []
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            rows.append(json.loads(text))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            rows.append(_BAD_LINE)
+    return parse_rows(rows, features)
+
+
+# -- reference files --------------------------------------------------------------------
+
+
+def read_reference_file(
+    data: bytes, fmt: str, feature_names: Sequence[str] | None = None
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """A reference file's bytes → (feature names, n x f matrix); refuses anything unclean."""
+    if fmt == "npy":
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ParseError(f"not a readable .npy file: {exc}") from None
+        if arr.dtype.kind not in "fiu":
+            raise ParseError(f".npy array has dtype {arr.dtype}; expected numbers")
+        arr = arr.astype(np.float64)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ParseError(f".npy array must be 1-D or 2-D (rows x features), got {arr.ndim}-D")
+        names = (
+            tuple(feature_names)
+            if feature_names
+            else tuple(f"feature_{i}" for i in range(arr.shape[1]))
+        )
+        if len(names) != arr.shape[1]:
+            raise ParseError(f"{len(names)} feature names given for {arr.shape[1]} columns")
+        return names, _finite(arr)
+    if fmt == "csv":
+        return _read_csv(data)
+    if fmt == "jsonl":
+        parsed = parse_ndjson(data.splitlines(), feature_names)
+        if parsed.rejected:
+            raise ParseError("; ".join(parsed.errors) or "bad rows", next(iter(parsed.rejected)))
+        return parsed.features, parsed.values
+    raise ParseError(f"unknown reference format {fmt!r} (use csv, npy or jsonl)")
+
+
+def _read_csv(data: bytes) -> tuple[tuple[str, ...], np.ndarray]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ParseError("CSV file is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or not all(h.strip() for h in header):
+        raise ParseError("CSV needs a header line naming every column")
+    names = tuple(h.strip() for h in header)
+    rows: list[list[float]] = []
+    for lineno, rec in enumerate(reader, start=2):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) != len(names):
+            raise ParseError(f"CSV line {lineno}: {len(rec)} fields, header has {len(names)}")
+        try:
+            row = [float(c) for c in rec]
+        except ValueError:
+            bad = next(c for c in rec if not _is_float(c))
+            raise ParseError(f"CSV line {lineno}: {bad!r} is not a number", NON_NUMERIC) from None
+        if not all(math.isfinite(v) for v in row):
+            raise ParseError(f"CSV line {lineno}: a value is not finite", NON_FINITE)
+        rows.append(row)
+    return names, np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    if not np.isfinite(arr).all():
+        row = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
+        raise ParseError(f"row {row} has a non-finite value (NaN or infinity)", NON_FINITE)
+    return arr
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _list(names: Sequence[str]) -> str:
+    return ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")

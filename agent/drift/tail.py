@@ -1,0 +1,105 @@
+"""Follows a JSON-lines file of logged requests and feeds its rows to the drift monitor.
+
+One line per request: ``{"model": "m", "version": "v", "features": {"f1": 0.3, ...}}``
+(``version`` optional when the model has one reference). Like ``tail -F``: starts at the
+end of the file, follows it across rotation (new inode) and truncation, and reads at most
+a few MiB per poll. Bad lines are counted like bad ingested rows, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import defaultdict
+
+from agent.drift.monitor import DriftMonitor, IngestError
+from agent.drift.parse import MALFORMED, ParseError, parse_rows
+from agent.log import log_limited
+
+log = logging.getLogger("vigil.drift.tail")
+
+POLL_S = 0.5  # new lines show up in a window within half a second
+MAX_READ = 4 * 1024 * 1024  # per poll: bounds the memory a burst of log lines can take
+
+
+class Tailer:
+    def __init__(self, path: str, monitor: DriftMonitor, from_start: bool = False) -> None:
+        self.path, self.monitor = path, monitor
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ino: int | None = None
+        self._pos = 0
+        self._partial = b""
+        self._from_start = from_start
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="vigil-drift-tail", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception as exc:  # the tailer must survive anything a file can do
+                log_limited(
+                    log,
+                    logging.ERROR,
+                    f"tail:{type(exc).__name__}",
+                    "drift tail failed",
+                    every=60.0,
+                    path=self.path,
+                    error=str(exc),
+                )
+            self._stop.wait(POLL_S)
+
+    def poll(self) -> int:
+        """Reads what was appended since the last poll; returns the rows accepted."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return 0  # not there (yet, or mid-rotation)
+        if self._ino != st.st_ino or st.st_size < self._pos:
+            first = self._ino is None
+            self._ino, self._partial = st.st_ino, b""
+            self._pos = st.st_size if first and not self._from_start else 0
+        if st.st_size == self._pos:
+            return 0
+        with open(self.path, "rb") as fh:
+            fh.seek(self._pos)
+            data = fh.read(MAX_READ)
+        self._pos += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()  # an unfinished last line waits for the next poll
+        return self.feed(lines)
+
+    def feed(self, lines: list[bytes]) -> int:
+        groups: dict[tuple[str, str | None], list[object]] = defaultdict(list)
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                model, version, row = doc["model"], doc.get("version"), doc["features"]
+                if not isinstance(model, str) or not (version is None or isinstance(version, str)):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                self.monitor.count_rejected("", MALFORMED)
+                continue
+            groups[(model, version)].append(row)
+        accepted = 0
+        for (model, version), rows in groups.items():
+            try:
+                resolved, features = self.monitor.resolve(model, version)
+                parsed = parse_rows(rows, features)
+            except (IngestError, ParseError) as exc:
+                self.monitor.count_rejected(model, getattr(exc, "reason", MALFORMED), len(rows))
+                continue
+            accepted += self.monitor.accept(model, resolved, parsed)
+        return accepted
