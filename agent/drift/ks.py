@@ -37,10 +37,6 @@ import numpy as np
 
 from agent.drift.kstwo import kstwo_sf, kstwo_sf_exact
 
-try:  # scipy's exact two-sample routine; private, so keep a public fallback
-    from scipy.stats._stats_py import _attempt_exact_2kssamp
-except ImportError:  # pragma: no cover - depends on the installed scipy
-    _attempt_exact_2kssamp = None
 
 # scipy's ks_2samp(method="auto") goes exact when both sizes are at most this.
 MAX_EXACT_N = 10_000
@@ -338,6 +334,12 @@ def _pvalues(
 @lru_cache(maxsize=4096)
 def _exact(n1: int, n2: int, g: int, d: float) -> tuple[bool, float, float]:
     """scipy's exact two-sample p-value; memoised, as windows repeat (n, m, D) often."""
+    # Imported here: scipy.stats costs ~0.7 s to import, which every `vigil` command
+    # would pay otherwise. The routine is private, so a scipy that moved it is an error.
+    try:
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+    except ImportError:  # pragma: no cover - depends on the installed scipy
+        _attempt_exact_2kssamp = None
     if _attempt_exact_2kssamp is not None:
         ok, d_exact, prob = _attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
         return bool(ok), float(d_exact), float(prob)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import smirnov
-from scipy.stats import distributions
 
 # kstwo switches to exact matrix algorithms at or below this n (Simard & L'Ecuyer 2011);
 # there the Pelz-Good series is not accurate enough, so we call kstwo itself.
@@ -62,6 +60,8 @@ def kstwo_sf(d: np.ndarray, n: float) -> tuple[np.ndarray, np.ndarray]:
     nx2 = t * d
     tail = rest & ((d >= 0.5) | ((nx2 >= _SMIRNOV_NX2) & (nx2 < _UNDERFLOW_NX2)))
     if n < TAIL_APPROX_MIN_N:
+        from scipy.special import smirnov  # lazily: see kstwo_sf_exact
+
         p[tail] = np.clip(2.0 * smirnov(int(n), d[tail]), 0.0, 1.0)
     else:
         x = d[tail]
@@ -84,6 +84,10 @@ def kstwo_sf(d: np.ndarray, n: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kstwo_sf_exact(d: np.ndarray, n: float) -> np.ndarray:
+    # scipy.stats is imported on first use, not with the module: every `vigil` command
+    # imports the collectors, and scipy.stats alone takes ~0.7 s to import.
+    from scipy.stats import distributions
+
     return np.asarray(distributions.kstwo.sf(d, n), dtype=np.float64)
 
 
