@@ -37,7 +37,6 @@ import numpy as np
 
 from agent.drift.kstwo import kstwo_sf, kstwo_sf_exact
 
-
 # scipy's ks_2samp(method="auto") goes exact when both sizes are at most this.
 MAX_EXACT_N = 10_000
 CORRECTIONS = ("bonferroni", "bh")
