@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+def http_get(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -41,8 +43,13 @@ def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
 class AgentProcess:
     """`vigil run` on a free loopback port; waits for /readyz; SIGTERM on exit."""
 
-    def __init__(self, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 ready_timeout: float = 30.0, wait_ready: bool = True) -> None:
+    def __init__(
+        self,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 30.0,
+        wait_ready: bool = True,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = ["run", "--listen", f"127.0.0.1:{self.port}", *(args or [])]
@@ -57,11 +64,20 @@ class AgentProcess:
     def __enter__(self) -> AgentProcess:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [*VIGIL, *self.args], cwd=ROOT, env=self.env, stdout=self._log,
-            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+            [*VIGIL, *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
         if self.wait_ready:
-            self.wait_until_ready()
+            try:
+                self.wait_until_ready()
+            except BaseException:
+                self.__exit__(None, None, None)  # never leave an agent behind a failed start
+                raise
         return self
 
     def wait_until_ready(self) -> None:
@@ -80,7 +96,9 @@ class AgentProcess:
         raise TimeoutError(f"agent not ready after {self.ready_timeout}s:\n{self.logs()}")
 
     def metrics(self, accept: str | None = None) -> str:
-        status, body = http_get(self.url + "/metrics", headers={"Accept": accept} if accept else None)
+        status, body = http_get(
+            self.url + "/metrics", headers={"Accept": accept} if accept else None
+        )
         assert status == 200, body
         return body
 
@@ -109,9 +127,20 @@ class AgentProcess:
         self._log.close()
 
 
-def run_vigil(args: list[str], env: dict[str, str] | None = None,
-              timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_vigil(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     full_env.update(env or {})
-    return subprocess.run([*VIGIL, *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=timeout, input=input)
+    return subprocess.run(
+        [*VIGIL, *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )

@@ -28,8 +28,9 @@ def load_catalogue(path: Path = CATALOGUE) -> dict[str, Row]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         name, typ, unit, labels, collector, help_ = cells[:6]
         assert name not in rows, f"{name} listed twice in {path.name}"
-        rows[name] = Row(name, typ, unit, frozenset(x for x in labels.split(",") if x),
-                         collector, help_)
+        rows[name] = Row(
+            name, typ, unit, frozenset(x for x in labels.split(",") if x), collector, help_
+        )
     return rows
 
 

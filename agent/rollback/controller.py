@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 
 from agent.rollback import actions
 from agent.rollback.actions.base import FAILED, ActionError, Outcome
@@ -76,6 +76,9 @@ class Controller:
         self.tracer = tracer
         self.tools = tools or actions.Tools(journal)
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        # No `_created` series: Prometheus' text format would show each as a separate,
+        # uncatalogued gauge family, and nothing here reads them.
+        disable_created_metrics()
         self.failpoint = failpoint
         self._crash = crash
         # Where two controllers could run (a Deployment during a node failure), only the

@@ -24,8 +24,7 @@ def test_metrics_health_and_readiness() -> None:
             assert f'vigil_scrape_collector_success{{collector="{name}"}}' in text
         assert agent.get("/healthz") == (200, "ok\n")
         assert agent.get("/readyz") == (200, "ready\n")
-        status, body = agent.get("/nope")
-        assert status == 404
+        assert agent.get("/nope")[0] == 404
 
 
 def test_openmetrics_by_content_negotiation() -> None:
@@ -49,7 +48,7 @@ def test_sigterm_stops_within_five_seconds_and_leaves_no_children() -> None:
     assert elapsed < 5.0
     orphans = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     assert orphans.strip() == ""
-    assert 'msg=stopped' in agent.logs()
+    assert "msg=stopped" in agent.logs()
 
 
 def test_port_in_use_is_one_clear_message() -> None:
@@ -73,8 +72,9 @@ def test_port_in_use_is_one_clear_message() -> None:
         (["run", "--discovery.interval", "fast"], {}, "is not a duration"),
     ],
 )
-def test_bad_configuration_exits_2_without_traceback(args: list[str], env: dict[str, str],
-                                                      message: str) -> None:
+def test_bad_configuration_exits_2_without_traceback(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
     r = run_vigil(args, env=env)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
@@ -143,14 +143,29 @@ def test_http_get_helper_roundtrip() -> None:
             slow.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
-                    reason="needs root to drop to another user with setpriv")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+    reason="needs root to drop to another user with setpriv",
+)
 def test_doctor_as_an_unprivileged_user_explains_instead_of_crashing(tmp_path: Path) -> None:
     tmp_path.chmod(0o777)
     r = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "agent.cli", "doctor", "--state-dir", str(tmp_path)],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "doctor",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")},
     )
     assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -44,7 +44,8 @@ def test_everything_a_plain_agent_exports_is_catalogued() -> None:
 def test_promtool_check_metrics_is_clean() -> None:
     with AgentProcess() as agent:
         text = agent.metrics()
-    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from agentproc import AgentProcess
+from opentelemetry.sdk.resources import Resource
 from otlp_receiver import OtlpReceiver
 from prometheus_client import CollectorRegistry, Histogram
 
 from agent.telemetry import families_to_metrics_data
-from opentelemetry.sdk.resources import Resource
 
 
 def _attrs(point) -> dict[str, str]:
@@ -25,16 +25,21 @@ def test_agent_metrics_arrive_over_otlp() -> None:
                 assert time.monotonic() < deadline, agent.logs()
                 time.sleep(0.1)
         points = rx.metric_points()
-    assert {"vigil_build_info", "vigil_collector_errors_total",
-            "process_cpu_seconds_total"} <= set(points)
-    success = {_attrs(p)["collector"]: p.as_double for p in points["vigil_scrape_collector_success"]}
+    assert {"vigil_build_info", "vigil_collector_errors_total", "process_cpu_seconds_total"} <= set(
+        points
+    )
+    success = {
+        _attrs(p)["collector"]: p.as_double for p in points["vigil_scrape_collector_success"]
+    }
     assert set(success) >= {"discovery", "sched", "gpu", "profile", "drift"}
     assert success["discovery"] == 1.0
     info = points["vigil_build_info"][0]
     assert _attrs(info)["version"] and info.as_double == 1.0
     with rx.lock:
-        resource = {kv.key: kv.value.string_value
-                    for kv in rx.metrics[0].resource_metrics[0].resource.attributes}
+        resource = {
+            kv.key: kv.value.string_value
+            for kv in rx.metrics[0].resource_metrics[0].resource.attributes
+        }
     assert resource["service.name"] == "vigil-agent"
 
 

@@ -14,14 +14,17 @@ from agentproc import AgentProcess
 
 pytestmark = [
     pytest.mark.bpf,
-    pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed "
-                       "(scripts/setup.sh installs it)"),
+    pytest.mark.skipif(
+        shutil.which("bpftool") is None,
+        reason="bpftool not installed (scripts/setup.sh installs it)",
+    ),
 ]
 
 
 def programs() -> list[dict]:
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
-                         check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     return json.loads(out or "[]")
 
 
@@ -41,11 +44,20 @@ def held_program_ids(pid: int) -> set[int]:
 
 def test_sigterm_detaches_bpf_programs_and_reaps_children() -> None:
     marker = f"vigil_shutdown_marker_{os.getpid()}"
-    workload = subprocess.Popen([sys.executable, "-c",
-                                 "while True:\n    sum(range(10000))", marker])
+    workload = subprocess.Popen(
+        [sys.executable, "-c", "while True:\n    sum(range(10000))", marker]
+    )
     try:
-        agent = AgentProcess(["--watch", marker, "--discovery.interval", "200ms",
-                              "--no-collector.gpu", "--no-collector.drift"])
+        agent = AgentProcess(
+            [
+                "--watch",
+                marker,
+                "--discovery.interval",
+                "200ms",
+                "--no-collector.gpu",
+                "--no-collector.drift",
+            ]
+        )
         with agent:
             assert agent.proc is not None
             pid = agent.proc.pid
@@ -55,8 +67,9 @@ def test_sigterm_detaches_bpf_programs_and_reaps_children() -> None:
                 time.sleep(0.2)
             ours = held_program_ids(pid)
             assert ours, "the sched collector holds no BPF program"
-            children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                      text=True).stdout.split()
+            children = subprocess.run(
+                ["pgrep", "-P", str(pid)], capture_output=True, text=True
+            ).stdout.split()
             rc = agent.stop()
         assert rc == 0, agent.logs()
         left = {p["id"] for p in programs()} & ours

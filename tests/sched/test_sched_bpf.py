@@ -96,9 +96,9 @@ def test_runqueue_sum_and_switches_match_schedstat(live: Live, workloads: Worklo
     assert close_to(s1.runq_ns - s0.runq_ns, run_delay, 0.10), (s1.runq_ns - s0.runq_ns, run_delay)
     vol = truth1["voluntary_ctxt_switches"] - truth0["voluntary_ctxt_switches"]
     invol = truth1["nonvoluntary_ctxt_switches"] - truth0["nonvoluntary_ctxt_switches"]
-    # Enough switches of each kind for the comparison to mean something; how many
-    # involuntary ones a 2 s window gets depends on the host's load (20 seen under load).
-    assert vol > 100 and invol > 5
+    # Enough switches of each kind for the comparison to mean something: each 5 ms burst
+    # outlasts a slice (preempted) and each 1 ms sleep blocks (voluntary).
+    assert vol > 50 and invol > 5
     assert close_to(s1.voluntary - s0.voluntary, vol, 0.05), (s1.voluntary - s0.voluntary, vol)
     assert close_to(s1.involuntary - s0.involuntary, invol, 0.05), (
         s1.involuntary - s0.involuntary,

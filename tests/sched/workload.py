@@ -2,7 +2,8 @@
 
 MARKER only makes the command line unique, so that discovery matches exactly this process.
 Modes:
-  mixed    busy ~2 ms, sleep 1 ms, forever (waits on the run queue when CPUs are contended)
+  mixed    busy ~5 ms, sleep 1 ms, forever (waits on the run queue when CPUs are contended;
+           5 ms is longer than a scheduler slice, so contention also preempts it)
   sleep10  sleep 10 ms in a loop, forever
   spin     a CPU-bound loop, forever
   hop      moves itself between CPU 0 and CPU 1 every 5 ms, forever (CPU migrations)
@@ -21,7 +22,7 @@ def main() -> None:
     mode = sys.argv[1]
     if mode == "mixed":
         while True:
-            end = time.perf_counter() + 0.002
+            end = time.perf_counter() + 0.005
             while time.perf_counter() < end:
                 pass
             time.sleep(0.001)

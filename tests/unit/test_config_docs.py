@@ -30,3 +30,12 @@ def test_example_values_are_the_defaults() -> None:
     defaults = resolve(SPECS).values
     from_doc["state-dir"] = from_doc["state-dir"] or None  # "" and unset mean the same
     assert from_doc == defaults
+
+
+def test_the_file_is_what_the_generator_writes() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gen-config-doc"
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

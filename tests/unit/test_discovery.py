@@ -15,8 +15,14 @@ UID = "0f4b5c6e-9c3a-4b1e-8d2f-1a2b3c4d5e6f"
 CID = "4e5f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091"
 
 
-def make_proc(root: Path, pid: int, cmdline: list[str], comm: str, start: int,
-              cgroup: str = "0::/user.slice\n") -> None:
+def make_proc(
+    root: Path,
+    pid: int,
+    cmdline: list[str],
+    comm: str,
+    start: int,
+    cgroup: str = "0::/user.slice\n",
+) -> None:
     d = root / str(pid)
     d.mkdir(parents=True, exist_ok=True)
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in cmdline) + b"\0")
@@ -32,9 +38,15 @@ class Resolver:
 
 
 def test_matches_patterns_and_attributes_pods(tmp_path: Path) -> None:
-    make_proc(tmp_path, 100, ["python3", "-m", "vllm.entrypoints.api_server"], "python3", 5,
-              f"0::/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/"
-              f"cri-containerd-{CID}.scope\n")
+    make_proc(
+        tmp_path,
+        100,
+        ["python3", "-m", "vllm.entrypoints.api_server"],
+        "python3",
+        5,
+        f"0::/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/"
+        f"cri-containerd-{CID}.scope\n",
+    )
     make_proc(tmp_path, 200, ["/usr/bin/bash"], "bash", 6)
     make_proc(tmp_path, 300, ["python3", "train.py"], "python3", 7)
     (tmp_path / "self").mkdir()  # non-numeric entries are ignored
@@ -44,9 +56,18 @@ def test_matches_patterns_and_attributes_pods(tmp_path: Path) -> None:
     assert set(snap) == {100}
     p = snap[100]
     assert (p.pod, p.namespace, p.container, p.pod_uid, p.container_id) == (
-        "llm-7d9f", "serving", "vllm", UID, CID)
-    assert p.labels() == {"pod": "llm-7d9f", "namespace": "serving", "container": "vllm",
-                          "comm": "python3"}
+        "llm-7d9f",
+        "serving",
+        "vllm",
+        UID,
+        CID,
+    )
+    assert p.labels() == {
+        "pod": "llm-7d9f",
+        "namespace": "serving",
+        "container": "vllm",
+        "comm": "python3",
+    }
 
 
 def test_extra_pids_from_other_components(tmp_path: Path) -> None:
@@ -66,8 +87,14 @@ def test_extra_pids_from_other_components(tmp_path: Path) -> None:
 
 
 def test_pid_reuse_rereads_identity(tmp_path: Path) -> None:
-    make_proc(tmp_path, 100, ["python3", "serve.py", "vllm"], "python3", 5,
-              f"0::/kubepods/burstable/pod{UID}/{CID}\n")
+    make_proc(
+        tmp_path,
+        100,
+        ["python3", "serve.py", "vllm"],
+        "python3",
+        5,
+        f"0::/kubepods/burstable/pod{UID}/{CID}\n",
+    )
     d = Discovery(procfs=str(tmp_path), patterns=["vllm"], self_pid=1)
     d.refresh()
     assert d.snapshot()[100].pod_uid == UID
@@ -81,8 +108,9 @@ def test_pid_reuse_rereads_identity(tmp_path: Path) -> None:
 def test_vanished_and_unreadable_processes_are_skipped(tmp_path: Path) -> None:
     make_proc(tmp_path, 100, ["python3", "vllm"], "python3", 5)
     (tmp_path / "100" / "stat").unlink()  # gone mid-read
-    make_proc(tmp_path, 101, ["python3", "vllm"], "python3", 5,
-              "0::/kubepods/burstable/podXYZ/abc\n")  # kube path of unknown shape
+    make_proc(
+        tmp_path, 101, ["python3", "vllm"], "python3", 5, "0::/kubepods/burstable/podXYZ/abc\n"
+    )  # kube path of unknown shape
     (tmp_path / "102").mkdir()  # no files at all
     d = Discovery(procfs=str(tmp_path), patterns=["vllm"], self_pid=1)
     d.refresh()
@@ -94,12 +122,28 @@ def test_vanished_and_unreadable_processes_are_skipped(tmp_path: Path) -> None:
             return d.collect()
 
     reg.register(Wrap())
-    assert reg.get_sample_value("vigil_discovery_skipped_processes_total",
-                                {"reason": "unknown_cgroup"}) == 1.0
-    assert reg.get_sample_value("vigil_watched_process_info",
-                                {"pid": "101", "comm": "python3", "pod": "", "namespace": "",
-                                 "container": "", "pod_uid": "", "container_id": "",
-                                 "source": "watch"}) == 1.0
+    assert (
+        reg.get_sample_value(
+            "vigil_discovery_skipped_processes_total", {"reason": "unknown_cgroup"}
+        )
+        == 1.0
+    )
+    assert (
+        reg.get_sample_value(
+            "vigil_watched_process_info",
+            {
+                "pid": "101",
+                "comm": "python3",
+                "pod": "",
+                "namespace": "",
+                "container": "",
+                "pod_uid": "",
+                "container_id": "",
+                "source": "watch",
+            },
+        )
+        == 1.0
+    )
 
 
 def test_missing_procfs_does_not_raise(tmp_path: Path) -> None:

@@ -53,16 +53,20 @@ def scrape(entries: list[Entry]) -> CollectorRegistry:
 
 
 def test_a_raising_collector_loses_only_its_own_metrics() -> None:
-    reg = scrape([
-        Entry("a", Fixed("a", 1.0), "running"),
-        Entry("bad", Raising("bad", 0), "running"),
-        Entry("b", Fixed("b", 2.0), "running"),
-    ])
+    reg = scrape(
+        [
+            Entry("a", Fixed("a", 1.0), "running"),
+            Entry("bad", Raising("bad", 0), "running"),
+            Entry("b", Fixed("b", 2.0), "running"),
+        ]
+    )
     assert reg.get_sample_value("test_a_value") == 1.0
     assert reg.get_sample_value("test_b_value") == 2.0
     assert reg.get_sample_value("test_partial_value") is None
-    ok = {n: reg.get_sample_value("vigil_scrape_collector_success", {"collector": n})
-          for n in ("a", "bad", "b")}
+    ok = {
+        n: reg.get_sample_value("vigil_scrape_collector_success", {"collector": n})
+        for n in ("a", "bad", "b")
+    }
     assert ok == {"a": 1.0, "bad": 0.0, "b": 1.0}
     # Every scrape (each get_sample_value is one) counts the failure once.
     first = reg.get_sample_value("vigil_collector_errors_total", {"collector": "bad"})
@@ -74,17 +78,25 @@ def test_a_raising_collector_loses_only_its_own_metrics() -> None:
 
 
 def test_unavailable_and_not_built_report_zero_and_nothing_else() -> None:
-    reg = scrape([
-        Entry("gpu", None, "unavailable", "no NVML"),
-        Entry("drift", None, "not_built", "not built yet"),
-    ])
+    reg = scrape(
+        [
+            Entry("gpu", None, "unavailable", "no NVML"),
+            Entry("drift", None, "not_built", "not built yet"),
+        ]
+    )
     text = generate_latest(reg).decode()
     assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "gpu"}) == 0.0
     assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "drift"}) == 0.0
-    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
-             if line and not line.startswith("#")}
-    assert names == {"vigil_scrape_collector_success", "vigil_scrape_collector_duration_seconds",
-                     "vigil_collector_errors_total"}
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert names == {
+        "vigil_scrape_collector_success",
+        "vigil_scrape_collector_duration_seconds",
+        "vigil_collector_errors_total",
+    }
 
 
 class Flaky(SnapshotCollector):

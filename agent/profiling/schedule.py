@@ -1,0 +1,61 @@
+"""When the next py-spy window may start: a CPU budget shared by all children, and backoff.
+
+Both are pure state machines over an injected clock, so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# Retry delays double per consecutive failure up to 32x the base: at the 60 s default a
+# process that becomes readable (py-spy upgraded, capability granted) is retried within
+# about half an hour, while a node full of non-Python processes costs one py-spy start
+# per process per half hour.
+BACKOFF_MAX_DOUBLINGS = 5
+
+
+def backoff_delay(base: float, failures: int) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
+    if failures <= 0:
+        return 0.0
+    return base * (2 ** min(failures - 1, BACKOFF_MAX_DOUBLINGS))
+
+
+class CpuBudget:
+    """A token bucket of CPU seconds: ``cores`` seconds accrue per wall second.
+
+    A window's cost is only known when its children exit (from their rusage), so windows
+    are charged afterwards; while the bucket is in debt no new window starts. Over any
+    long stretch the children therefore use at most ``cores`` of one core on average,
+    whatever the rate, the number of processes or the cost of each py-spy.
+    """
+
+    def __init__(
+        self, cores: float, burst_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.cores = cores
+        self.capacity = cores * burst_seconds
+        self.tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+        self.spent = 0.0
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.cores)
+        self._last = now
+
+    def charge(self, cpu_seconds: float) -> None:
+        self._refill()
+        self.tokens -= cpu_seconds
+        self.spent += cpu_seconds
+
+    def available(self) -> bool:
+        self._refill()
+        return self.tokens > 0
+
+    def wait(self) -> float:
+        """Seconds until the bucket is out of debt (0 when a window may start now)."""
+        self._refill()
+        return 0.0 if self.tokens > 0 else (-self.tokens / self.cores) + 1e-3
