@@ -173,8 +173,10 @@ def cmd_run(ns: argparse.Namespace, specs: Sequence[CollectorSpec]) -> int:
 
 def cmd_doctor(ns: argparse.Namespace, specs: Sequence[CollectorSpec]) -> int:
     from agent.doctor import run_doctor
+    from agent.server import parse_listen
 
     config = build_config(ns, specs)
+    parse_listen(config.listen)  # the same usage error `vigil run` would give
     return run_doctor(config, specs, sys.stdout)
 
 

@@ -18,6 +18,7 @@ where it came from and what is allowed.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,7 @@ class Field:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     metavar: str | None = None
+    maximum: float | None = None
 
     @property
     def env(self) -> str:
@@ -214,8 +216,12 @@ def coerce(f: Field, value: Any, source: str) -> Any:
         ) from None
     if f.choices is not None and out not in f.choices:
         raise fail(f"{out!r} is not allowed")
+    if isinstance(out, float) and not math.isfinite(out):
+        raise fail(f"{value!r} is not a finite number")
     if f.minimum is not None and isinstance(out, int | float) and out < f.minimum:
         raise fail(f"{out!r} is below the minimum {f.minimum:g}")
+    if f.maximum is not None and isinstance(out, int | float) and out > f.maximum:
+        raise fail(f"{out!r} is above the maximum {f.maximum:g}")
     if f.key == "watch" or f.key.endswith(".watch"):
         for pattern in out:
             try:
@@ -247,6 +253,7 @@ def _option_field(collector: str, opt: Option) -> Field:
         opt.help,
         opt.choices,
         opt.minimum,
+        maximum=opt.maximum,
     )
 
 
@@ -380,6 +387,7 @@ FOREIGN_ENV = {
     "VIGIL_SETUP_NO_KERNEL",
     "VIGIL_CONFIG",
     "VIGIL_DEBUG",
+    "VIGIL_ROLLBACK_FAILPOINT",
 }
 
 

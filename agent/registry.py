@@ -73,6 +73,7 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,14 @@ class SnapshotCollector:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=3.0)
+            if self._thread.is_alive():
+                # Releasing the source under a refresh still in flight (NVML, BPF maps)
+                # could crash the process; the daemon thread ends with it instead.
+                log.warning(
+                    "collector refresh still running at close; not releasing its source",
+                    extra={"collector": self.name},
+                )
+                return
         self.shutdown()
 
     def refresh_now(self) -> None:
@@ -180,7 +189,7 @@ class SnapshotCollector:
             log_limited(
                 log,
                 logging.ERROR,
-                f"refresh:{type(exc).__name__}",
+                f"refresh:{self.name}:{type(exc).__name__}",
                 "collector refresh failed",
                 collector=self.name,
                 error=str(exc),

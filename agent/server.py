@@ -102,7 +102,8 @@ class Server:
                 addr = sock.getsockname()
                 if sock.family in (socket.AF_INET, socket.AF_INET6):
                     self.bound.append((addr[0], addr[1]))
-        log.info("listening", extra={"address": ",".join(f"{h}:{p}" for h, p in self.bound)})
+        shown = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.bound]
+        log.info("listening", extra={"address": ",".join(shown)})
 
     async def stop(self) -> None:
         if self._runner is not None:

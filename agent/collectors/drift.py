@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent.config import default_state_dir
 from agent.drift.ingest import Auth, DriftApi
 from agent.drift.ks import CORRECTIONS
-from agent.drift.monitor import DriftMonitor, Settings
+from agent.drift.monitor import MAX_BOOTSTRAP_ROWS, DriftMonitor, Settings
 from agent.drift.store import ReferenceStore, StoreError
 from agent.drift.tail import Tailer
 from agent.registry import (
@@ -52,7 +52,16 @@ OPTIONS = (
         minimum=0,
     ),
     Option("check-interval", "duration", 30.0, "how often each window is tested", minimum=0.05),
-    Option("alpha", "float", 0.05, "significance level of the drift decision", minimum=1e-12),
+    # Bounds enforced (and nan/inf refused) by the config layer, so `vigil run` exits 2 on
+    # a bad alpha; exactly 1.0 is still refused by _settings below.
+    Option(
+        "alpha",
+        "float",
+        0.05,
+        "significance level of the drift decision",
+        minimum=1e-12,
+        maximum=1.0,
+    ),
     Option(
         "correction",
         "str",
@@ -74,6 +83,7 @@ OPTIONS = (
         "capture the first N samples of a model version with no reference as its reference "
         "(0: refuse such samples)",
         minimum=0,
+        maximum=MAX_BOOTSTRAP_ROWS,  # a capture is held in memory until complete
     ),
     Option("tail-file", "str", "", "JSON-lines file of logged requests to follow"),
 )
@@ -145,7 +155,8 @@ def render(monitor: DriftMonitor) -> list[Metric]:
     rejected = CounterMetricFamily(
         "vigil_drift_rejected_samples",
         "Samples refused, by reason (unknown_model, unknown_feature, missing_feature, "
-        "non_numeric, non_finite, malformed, too_large, unauthorized, client_dropped...).",
+        "non_numeric, non_finite, malformed, too_large, unauthorized, client_dropped, "
+        "feature_mismatch...).",
         labels=["model", "reason"],
     )
     for (model, version), t in sorted(monitor.tracked().items()):

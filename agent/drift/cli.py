@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +31,7 @@ import numpy as np
 from agent.config import default_state_dir
 from agent.drift.ingest import outcome_json
 from agent.drift.ks import CORRECTIONS, ReferenceSample, SampleError
-from agent.drift.monitor import Outcome
+from agent.drift.monitor import MAX_BOOTSTRAP_ROWS, Outcome
 from agent.drift.parse import ParseError, read_reference_file
 from agent.drift.store import ReferenceStore, StoreError, check_features, check_name
 
@@ -39,6 +41,43 @@ FORMATS = {".csv": "csv", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 class CliError(Exception):
     pass
+
+
+class UsageError(CliError):
+    """Bad arguments rather than a failed operation: exit status 2."""
+
+
+def _name_arg(kind: str) -> Any:
+    """An argparse type: bad model/version names are usage errors (exit 2), one line."""
+
+    def parse(value: str) -> str:
+        try:
+            return check_name(kind, value)
+        except StoreError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _alpha_arg(value: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    # float() accepts "nan" and "inf"; neither is a significance level.
+    if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a probability strictly between 0 and 1")
+    return alpha
+
+
+def _bootstrap_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= n <= MAX_BOOTSTRAP_ROWS:
+        raise argparse.ArgumentTypeError(f"N must be between 1 and {MAX_BOOTSTRAP_ROWS:,}")
+    return n
 
 
 def _store(ns: argparse.Namespace) -> ReferenceStore:
@@ -57,8 +96,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _model_version(p: argparse.ArgumentParser, version_required: bool = True) -> None:
-    p.add_argument("--model", required=True, metavar="M")
-    p.add_argument("--version", required=version_required, metavar="V", dest="model_version")
+    p.add_argument("--model", required=True, metavar="M", type=_name_arg("model"))
+    p.add_argument(
+        "--version",
+        required=version_required,
+        metavar="V",
+        dest="model_version",
+        type=_name_arg("version"),
+    )
 
 
 def register(sub: Any) -> None:
@@ -85,9 +130,9 @@ def register(sub: Any) -> None:
     )
     s.add_argument(
         "--bootstrap",
-        type=int,
+        type=_bootstrap_arg,
         metavar="N",
-        help="capture the first N live samples instead of a file",
+        help=f"capture the first N live samples instead of a file (N <= {MAX_BOOTSTRAP_ROWS:,})",
     )
     s.add_argument(
         "--format",
@@ -135,7 +180,10 @@ def register(sub: Any) -> None:
         help="check this file against the stored reference instead of asking the agent",
     )
     ck.add_argument(
-        "--alpha", type=float, default=0.05, help="with --window-file (default %(default)s)"
+        "--alpha",
+        type=_alpha_arg,
+        default=0.05,
+        help="with --window-file, in (0, 1) (default %(default)s)",
     )
     ck.add_argument(
         "--correction", choices=CORRECTIONS, default="bonferroni", help="with --window-file"
@@ -163,6 +211,9 @@ def _run(fn: Any) -> Any:
     def wrapped(ns: argparse.Namespace, specs: Any) -> int:
         try:
             return int(fn(ns))
+        except UsageError as exc:
+            print(f"vigil drift: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except (CliError, StoreError, ParseError, SampleError) as exc:
             print(f"vigil drift: {exc}", file=sys.stderr)
             return EXIT_FAIL
@@ -177,6 +228,12 @@ def _read_file(
     if fmt is None:
         raise CliError(
             f"cannot tell the format of {path}: use a .csv, .npy or .jsonl name, or --format"
+        )
+    if features and fmt != "npy":
+        # CSV and JSON lines name their own features; ignoring --features silently would
+        # store names the user did not ask for.
+        raise UsageError(
+            f"--features applies only to .npy files; {path} is {fmt}, which names its own features"
         )
     try:
         data = Path(path).read_bytes()
@@ -193,10 +250,10 @@ def cmd_set(ns: argparse.Namespace) -> int:
     store = _store(ns)
     model, version = check_name("model", ns.model), check_name("version", ns.model_version)
     if (ns.file is None) == (ns.bootstrap is None):
-        raise CliError("give either FILE or --bootstrap N")
+        raise UsageError("give either FILE or --bootstrap N")
     if ns.bootstrap is not None:
-        if ns.bootstrap < 1:
-            raise CliError("--bootstrap needs N >= 1")
+        if ns.features or ns.format:
+            raise UsageError("--features and --format apply to FILE, not to --bootstrap")
         path = store.request_bootstrap(model, version, ns.bootstrap)
         print(
             f"the agent will capture the first {ns.bootstrap} samples of {model} {version} "
@@ -228,7 +285,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
             rows.append((model, version, "-", "-", "CORRUPT", str(exc)))
             failed = True
     for req in store.bootstrap_requests():
-        rows.append((req.model, req.version, f"0/{req.rows}", "-", "capturing", "bootstrap"))
+        # The count captured so far lives in the agent's memory only; show the target.
+        rows.append((req.model, req.version, f"target {req.rows}", "-", "capturing", "bootstrap"))
     if not rows:
         print(f"no references under {store.refs}")
         return EXIT_OK
@@ -246,7 +304,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
     )
     print(f"created {info.created}  source {info.source}  file {info.path}  checksum ok")
     v = ref.sorted_values
-    mid = v[:, v.shape[1] // 2]
+    mid = np.median(v, axis=1)  # v[n // 2] is wrong for even n
     _table(
         ("FEATURE", "MIN", "MEDIAN", "MAX"),
         [
@@ -302,9 +360,14 @@ def _check_file(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_agent(ns: argparse.Namespace) -> dict[str, Any]:
-    url = f"{ns.agent.rstrip('/')}/v1/drift/{ns.model}/check"
+    agent = urllib.parse.urlsplit(ns.agent)
+    if agent.scheme not in ("http", "https") or not agent.netloc:
+        raise UsageError(f"--agent {ns.agent!r} must be an http:// or https:// URL")
+    # Names were checked by argparse; quoting still guards the URL against any character
+    # the name alphabet may grow to include.
+    url = f"{ns.agent.rstrip('/')}/v1/drift/{urllib.parse.quote(ns.model, safe='')}/check"
     if ns.model_version:
-        url += f"?version={ns.model_version}"
+        url += "?" + urllib.parse.urlencode({"version": ns.model_version})
     headers = {}
     if ns.token_file:
         try:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.drift.ks import KsResult, ReferenceSample
-from agent.drift.parse import Parsed
-from agent.drift.store import ReferenceInfo, ReferenceStore, StoreError
+from agent.drift.parse import MALFORMED, Parsed
+from agent.drift.store import NAME_RE, ReferenceInfo, ReferenceStore, StoreError
 from agent.log import log_limited
 
 log = logging.getLogger("vigil.drift")
@@ -29,6 +29,15 @@ UNKNOWN_MODEL_LABEL = "(unknown)"  # rejected samples of a model with no referen
 # Captures of not-yet-referenced models held in memory at once: bounds what a stream of
 # made-up model names can cost while --collector.drift.bootstrap is on.
 MAX_PENDING_BOOTSTRAPS = 16
+# Largest capture: a capture is held in memory (rows x features x 8 bytes) until it is
+# complete, and KS gains little past a million rows (its resolution is ~1/sqrt(n)), so a
+# larger N is a typo or a memory hazard rather than a better reference.
+MAX_BOOTSTRAP_ROWS = 1_000_000
+# A capture that has received no sample for this long is dropped: it holds one of the
+# MAX_PENDING_BOOTSTRAPS slots, and a slot taken by a version that never sends again (a
+# typo, a one-off test call) would otherwise block real captures until a restart.
+# Requested captures (a request file) come back at the next sync.
+CAPTURE_IDLE_S = 3600.0
 
 
 class IngestError(Exception):
@@ -37,6 +46,13 @@ class IngestError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+
+
+FEATURE_MISMATCH = "feature_mismatch"
+
+
+class _FeatureMismatch(Exception):
+    """A batch for a capture whose features another batch has already fixed."""
 
 
 class Window:
@@ -115,6 +131,7 @@ class Capture:
     features: tuple[str, ...] | None = None
     chunks: list[np.ndarray] = field(default_factory=list)
     have: int = 0
+    last_sample: float = 0.0  # monotonic clock; for expiring idle captures
 
 
 @dataclass(frozen=True)
@@ -173,11 +190,48 @@ class DriftMonitor:
                 del self._tracked[key]
                 log.info("drift reference removed", extra={"model": key[0], "version": key[1]})
         self.load_errors = errors
+        self.expire_captures()
         for req in self.store.bootstrap_requests():
             key = (req.model, req.version)
+            if not 1 <= req.rows <= MAX_BOOTSTRAP_ROWS:
+                log_limited(
+                    log,
+                    logging.ERROR,
+                    f"bootstrap-rows:{req.path}",
+                    "drift bootstrap request ignored: rows out of range",
+                    every=300.0,
+                    path=str(req.path),
+                    rows=req.rows,
+                    maximum=MAX_BOOTSTRAP_ROWS,
+                )
+                continue
             with self._lock:
-                if key not in self._tracked and key not in self._captures:
-                    self._captures[key] = Capture(rows=req.rows)
+                if key in self._tracked or key in self._captures:
+                    continue
+                # Requested captures share the in-memory bound with ingest-started ones;
+                # a skipped request stays on disk and is retried at the next sync.
+                if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
+                    full = True
+                else:
+                    full = False
+                    self._captures[key] = Capture(rows=req.rows, last_sample=self._clock())
+            if full:
+                log_limited(
+                    log,
+                    logging.WARNING,
+                    "bootstrap-full",
+                    "drift bootstrap request deferred: too many captures in progress",
+                    every=300.0,
+                    path=str(req.path),
+                    limit=MAX_PENDING_BOOTSTRAPS,
+                )
+
+    def expire_captures(self) -> None:
+        """Drops captures that received no sample for CAPTURE_IDLE_S."""
+        with self._lock:
+            idle = self._expire_locked()
+        for model, version in idle:
+            log.info("drift capture expired", extra={"model": model, "version": version})
 
     def _install(self, key: tuple[str, str], info: ReferenceInfo, ref: ReferenceSample) -> None:
         with self._lock:
@@ -203,6 +257,14 @@ class DriftMonitor:
     # -- ingest ----------------------------------------------------------------------
     def resolve(self, model: str, version: str | None) -> tuple[str, tuple[str, ...] | None]:
         """The version samples go to and its feature names (None: learnt from the data)."""
+        if version is not None and not NAME_RE.match(version):
+            # Checked before a capture slot can be taken: junk versions must not fill them.
+            raise IngestError(
+                400,
+                MALFORMED,
+                f"version {version[:60]!r} is not a valid name: use letters, digits and "
+                ". _ : + - (starting with a letter or digit, at most 128 characters)",
+            )
         with self._lock:
             versions = sorted(v for (m, v) in self._tracked if m == model)
             capturing = sorted(v for (m, v) in self._captures if m == model)
@@ -225,16 +287,28 @@ class DriftMonitor:
             cap = self._captures.get((model, version))
             if cap is None and self.settings.bootstrap > 0:
                 if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
+                    self._expire_locked()
+                if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
                     raise IngestError(
                         429,
                         "bootstrap_limit",
                         f"{MAX_PENDING_BOOTSTRAPS} references are already being captured; "
                         f"set one for {model!r} with `vigil drift reference set`",
                     )
-                cap = self._captures[(model, version)] = Capture(rows=self.settings.bootstrap)
+                cap = self._captures[(model, version)] = Capture(
+                    rows=self.settings.bootstrap, last_sample=self._clock()
+                )
             if cap is None:
                 raise self._unknown(model, version, versions)
             return version, cap.features
+
+    def _expire_locked(self) -> list[tuple[str, str]]:
+        """Drops idle captures (the caller holds the lock); returns their keys."""
+        cutoff = self._clock() - CAPTURE_IDLE_S
+        idle = [k for k, c in self._captures.items() if c.last_sample < cutoff]
+        for key in idle:
+            del self._captures[key]
+        return idle
 
     def _unknown(
         self, model: str, version: str | None, versions: list[str] | None = None
@@ -266,7 +340,14 @@ class DriftMonitor:
             cap = self._captures.get((model, version)) if t is None else None
         values = parsed.values
         if t is None and cap is not None:
-            values = self._capture(model, version, cap, parsed)
+            try:
+                values = self._capture(model, version, cap, parsed)
+            except _FeatureMismatch as exc:
+                # Answered like other dropped rows: a 422 naming the reason, and counted.
+                parsed.reject(FEATURE_MISMATCH, str(exc), len(parsed.values))
+                with self._lock:
+                    self.rejected[(label, FEATURE_MISMATCH)] += len(parsed.values)
+                return 0
             t = self.tracked().get((model, version))
         if t is None or len(values) == 0:
             return len(parsed.values)
@@ -283,6 +364,16 @@ class DriftMonitor:
         with self._lock:
             if cap.features is None:
                 cap.features = parsed.features
+            elif cap.features != parsed.features:
+                # Two batches resolved before either fixed the capture's features and
+                # brought different ones; mixing them cannot make one reference, and
+                # raising here would lose the capture. The later batch is refused.
+                raise _FeatureMismatch(
+                    f"the reference being captured for {model!r} {version!r} has features "
+                    f"{', '.join(cap.features[:5])}{' ...' if len(cap.features) > 5 else ''}; "
+                    "these rows have different ones"
+                )
+            cap.last_sample = self._clock()
             take = parsed.values[: max(0, cap.rows - cap.have)]
             cap.chunks.append(take)
             cap.have += len(take)

@@ -79,6 +79,9 @@ def decode_json(raw: bytes) -> Any:
         raise ParseError(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        # json's decoder recurses per nesting level; a few thousand "[" exhaust the stack.
+        raise ParseError("JSON nested too deeply") from None
 
 
 def body_version(doc: Any) -> str | None:
@@ -229,8 +232,8 @@ def parse_ndjson(lines: Iterable[bytes], features: Sequence[str] | None) -> Pars
             continue
         try:
             rows.append(json.loads(text))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            rows.append(_BAD_LINE)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            rows.append(_BAD_LINE)  # RecursionError: nested too deeply, a bad row too
     return parse_rows(rows, features)
 
 

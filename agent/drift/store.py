@@ -123,8 +123,10 @@ class ReferenceStore:
         path = self.path(model, version)
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path}: {_why(exc)}") from None
         _fsync_dir(path.parent)
         with contextlib.suppress(OSError):  # only when it was the model's last version
             path.parent.rmdir()
@@ -136,8 +138,13 @@ class ReferenceStore:
         return path
 
     def cancel_bootstrap(self, model: str, version: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.boot / model / (version + ".json")).unlink()
+        path = self.boot / model / (version + ".json")
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no request: nothing to cancel
+        except OSError as exc:
+            raise StoreError(f"cannot remove the capture request {path}: {_why(exc)}") from None
 
     # -- reading -------------------------------------------------------------------
     def load(self, model: str, version: str) -> tuple[ReferenceInfo, ReferenceSample]:
@@ -219,20 +226,33 @@ class ReferenceStore:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write-to-temp, fsync, rename, fsync the directory: all or nothing, durably."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    """Write-to-temp, fsync, rename, fsync the directory: all or nothing, durably.
+
+    An OSError (unwritable or bogus state directory, full disk) becomes a StoreError that
+    names the path and the OS reason, so the CLI and the agent report it in one line.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {_why(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {path}: {_why(exc)}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -242,6 +262,8 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot make {path} durable (fsync): {_why(exc)}") from None
     finally:
         os.close(fd)
 

@@ -32,6 +32,7 @@ class Tailer:
         self._ino: int | None = None
         self._pos = 0
         self._partial = b""
+        self._dropping = False  # inside an oversized line: discard until its newline
         self._from_start = from_start
 
     def start(self) -> None:
@@ -67,7 +68,7 @@ class Tailer:
             return 0  # not there (yet, or mid-rotation)
         if self._ino != st.st_ino or st.st_size < self._pos:
             first = self._ino is None
-            self._ino, self._partial = st.st_ino, b""
+            self._ino, self._partial, self._dropping = st.st_ino, b"", False
             self._pos = st.st_size if first and not self._from_start else 0
         if st.st_size == self._pos:
             return 0
@@ -77,6 +78,18 @@ class Tailer:
         self._pos += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()  # an unfinished last line waits for the next poll
+        if self._dropping:
+            # The rest of a line already counted as oversized: skip up to its newline.
+            if not lines:
+                self._partial = b""
+                return self.feed(lines)
+            lines.pop(0)
+            self._dropping = False
+        if len(self._partial) > MAX_READ:
+            # A line longer than a poll's read (or a file with no newlines) would grow
+            # _partial without bound; such a line is no sane request log entry anyway.
+            self.monitor.count_rejected("", MALFORMED)
+            self._partial, self._dropping = b"", True
         return self.feed(lines)
 
     def feed(self, lines: list[bytes]) -> int:
@@ -89,7 +102,8 @@ class Tailer:
                 model, version, row = doc["model"], doc.get("version"), doc["features"]
                 if not isinstance(model, str) or not (version is None or isinstance(version, str)):
                     raise TypeError
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
+                # RecursionError: a line nested too deeply for json's recursive decoder.
                 self.monitor.count_rejected("", MALFORMED)
                 continue
             groups[(model, version)].append(row)

@@ -65,7 +65,9 @@ def routes(source: ProfileSource) -> list[web.RouteDef]:
 
     async def one(request: web.Request) -> web.Response:
         raw = request.match_info["pid"]
-        if not raw.isdigit():
+        # str.isdigit() is also true for "²" or "٣", which int() then rejects: only ASCII
+        # digits are a pid, anything else is a 400 rather than a ValueError (a 500).
+        if not (raw.isascii() and raw.isdigit()):
             return _error(400, f"pid {raw!r} is not a process id (a decimal number)")
         fmt = request.query.get("format", "collapsed")
         if fmt not in FORMATS:

@@ -215,8 +215,26 @@ class Runner:
                             )
                         )
                         break
-                    self._live[proc.pid] = proc
-                started.append((mode, proc, os.pidfd_open(proc.pid), out, log))
+                    try:
+                        fd = os.pidfd_open(proc.pid)
+                    except OSError as exc:  # e.g. EMFILE: out of file descriptors
+                        unwatched: OSError | None = exc
+                    else:
+                        unwatched = None
+                        self._live[proc.pid] = proc
+                if unwatched is not None:
+                    # Without a pidfd nothing would wait for or reap this child: kill it
+                    # now (outside the lock; close() never saw it) rather than leak it.
+                    _kill_and_reap(proc)
+                    for p in (out, log):
+                        p.unlink(missing_ok=True)
+                    run.children.append(
+                        ChildResult(
+                            mode, None, f"cannot watch py-spy: {unwatched}", "", 0.0, "failed"
+                        )
+                    )
+                    break
+                started.append((mode, proc, fd, out, log))
             deadline = time.monotonic() + duration + self.grace
             self._wait(started, deadline)
         finally:
@@ -282,6 +300,14 @@ class Runner:
         for proc in live:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
+
+
+def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    _, status, _ = os.wait4(proc.pid, 0)
+    # Tells Popen the child is reaped, so that it never waits on a pid reused since.
+    proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

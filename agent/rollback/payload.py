@@ -114,7 +114,13 @@ def parse_notification(body: bytes) -> Notification:
     """One webhook body → a :class:`Notification`, or :class:`PayloadError`."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        # The decoder recurses once per nesting level: a body of a few thousand "["
+        # would otherwise escape as a 500, which Alertmanager retries for ever.
+        raise PayloadError("body is not JSON: JSON nested too deeply") from None
+    except ValueError as exc:
+        # JSONDecodeError, UnicodeDecodeError and the int-digits limit (a number of
+        # more than 4300 digits) are all ValueErrors; each is a bad body, never a 500.
         raise PayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise PayloadError(f"expected a JSON object, got {type(doc).__name__}")

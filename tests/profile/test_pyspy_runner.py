@@ -19,6 +19,7 @@ from agent.collectors import SPECS
 from agent.collectors.profile import OPTIONS, ProfileCollector, factory
 from agent.config import resolve
 from agent.discovery import Discovery
+from agent.profiling import pyspy as pyspy_mod
 from agent.profiling.doctor import doctor
 from agent.profiling.pyspy import Runner, find_pyspy
 from agent.registry import CollectorUnavailable, Context
@@ -194,3 +195,35 @@ def test_a_py_spy_that_cannot_be_executed_fails_the_window_cleanly(tmp_path: Pat
     run = Runner(str(bogus), tmp_path).record_window(os.getpid(), 10, 1)
     assert run.outcome() == "failed"
     assert run.reason().startswith(f"cannot run {bogus}: ")
+
+
+def test_a_child_that_cannot_be_watched_is_killed_and_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pidfd_open failing (EMFILE, say) after the spawn used to leave the child running,
+    # in _live, and never reaped.
+    hung = tmp_path / "py-spy"
+    hung.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    hung.chmod(0o755)
+    spawned: list[int] = []
+    real_spawn = pyspy_mod._spawn
+
+    def spawn(*args: object) -> subprocess.Popen[bytes]:
+        proc = real_spawn(*args)  # type: ignore[arg-type]
+        spawned.append(proc.pid)
+        return proc
+
+    def no_fds(pid: int, flags: int = 0) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(pyspy_mod, "_spawn", spawn)
+    monkeypatch.setattr(pyspy_mod.os, "pidfd_open", no_fds)
+    runner = Runner(str(hung), tmp_path)
+    started = time.monotonic()
+    run = runner.record_window(os.getpid(), 10, 30)
+    assert time.monotonic() - started < 5
+    assert run.outcome() == "failed"
+    assert "cannot watch py-spy" in run.reason() and "Too many open files" in run.reason()
+    assert runner.live_pids() == []
+    assert len(spawned) == 1 and gone(spawned[0])  # killed and reaped: not even a zombie
+    assert not list(tmp_path.glob("*.txt")) and not list(tmp_path.glob("*.log"))

@@ -97,3 +97,67 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
             ]
         )
     assert res.returncode == 1 and "cannot listen" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_generated_token_is_complete_0600_and_reused(tmp_path: Path) -> None:
+    from agent.rollback.config import TOKEN_NAME, ControllerConfig, ensure_token
+
+    first = ControllerConfig(state_dir=tmp_path / "state")
+    path = ensure_token(first)
+    assert path == tmp_path / "state" / TOKEN_NAME
+    assert first.token and path.read_text() == first.token + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = ControllerConfig(state_dir=tmp_path / "state")
+    ensure_token(again)
+    assert again.token == first.token
+    # No temp file is left beside it.
+    assert sorted(p.name for p in path.parent.iterdir()) == [TOKEN_NAME]
+
+
+def test_token_write_failure_leaves_no_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from agent.config import ConfigError
+    from agent.rollback.config import ControllerConfig, ensure_token
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        ensure_token(ControllerConfig(state_dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert ensure_token(ControllerConfig(state_dir=tmp_path)) is not None
+
+
+def test_empty_generated_token_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    from agent.config import ConfigError
+    from agent.rollback.config import TOKEN_NAME, ControllerConfig, ensure_token
+
+    (tmp_path / TOKEN_NAME).write_text("")
+    with pytest.raises(ConfigError) as err:
+        ensure_token(ControllerConfig(state_dir=tmp_path))
+    assert str(tmp_path / TOKEN_NAME) in str(err.value)
+    assert "delete it" in str(err.value)
+
+
+def test_docs_usage_lists_every_flag_of_the_real_help() -> None:
+    import argparse
+    import re
+
+    from agent.rollback.cli import register
+
+    parser = argparse.ArgumentParser(prog="vigil")
+    register(parser.add_subparsers())
+    sub = parser._subparsers._group_actions[0].choices["rollback-controller"]  # type: ignore[union-attr]
+    flags = [
+        s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"
+    ]
+    doc = (Path(__file__).parents[2] / "docs" / "rollback.md").read_text()
+    usage = re.search(r"```\n(vigil rollback-controller .*?)```", doc, re.S)
+    assert usage, "docs/rollback.md has no usage block"
+    documented = re.findall(r"\[(--[a-z-]+)", usage.group(1))
+    assert documented == flags

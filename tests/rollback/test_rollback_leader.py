@@ -20,8 +20,13 @@ from agent.rollback.tracing import RollbackTracer
 
 def test_a_controller_without_the_lock_waits_then_acts_once(tmp_path: Path) -> None:
     root = release_dir(tmp_path / "models", ["v1", "v2", "v3"])
-    cfg = cfgmod.load(flags={"release_dir": str(root), "state_dir": str(tmp_path / "state"),
-                             "insecure_no_auth": True})
+    cfg = cfgmod.load(
+        flags={
+            "release_dir": str(root),
+            "state_dir": str(tmp_path / "state"),
+            "insecure_no_auth": True,
+        }
+    )
     journal = Journal(cfg.journal_path)
     leader = {"held": False}
     controller = Controller(cfg, journal, RollbackTracer(""), leader=lambda: leader["held"])

@@ -74,3 +74,17 @@ def test_invalid_payloads_say_where(doc: object, message: str) -> None:
 def test_non_json_bodies_are_payload_errors(raw: bytes) -> None:
     with pytest.raises(PayloadError):
         parse_notification(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+        (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "JSON nested too deeply"),
+        (b"1" * 5000, "body is not JSON"),  # past the int-digits limit: ValueError
+    ],
+)
+def test_hostile_json_is_a_payload_error_not_a_crash(raw: bytes, message: str) -> None:
+    with pytest.raises(PayloadError) as err:
+        parse_notification(raw)
+    assert message in str(err.value)
