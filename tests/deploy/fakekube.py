@@ -12,10 +12,11 @@ import json
 import queue
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from kubeapi import FakeKubeServer, read_json, reply_json, status
 
 _CLOSE = object()
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/"
@@ -52,7 +53,11 @@ def make_pod(
     }
 
 
-class FakeKubeAPI:
+class FakeKubeAPI(FakeKubeServer):
+    methods = ("GET", "POST", "PUT")
+    protocol_version = "HTTP/1.1"
+    daemon_threads = True
+
     def __init__(self) -> None:
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> pod
         self.resource_version = 100
@@ -69,53 +74,18 @@ class FakeKubeAPI:
         # events after N, as the API server does, so none is lost between list and watch.
         self.history: list[tuple[int, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        api = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                api._handle(self)
-
-            def do_POST(self) -> None:
-                api._lease_write(self, "POST")
-
-            def do_PUT(self) -> None:
-                api._lease_write(self, "PUT")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    # -- lifecycle ----------------------------------------------------------------------
-    def __enter__(self) -> FakeKubeAPI:
-        self._thread.start()
-        return self
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        if method == "GET":
+            self._handle(h)
+        else:
+            self._lease_write(h, method)
 
     def __exit__(self, *exc: object) -> None:
+        # A watch waits on its queue; close them so shutdown need not wait them out.
         self.close_watches()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                    "users": [{"name": "agent", "user": {"token": "test-token"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "agent"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
-        return path
+        super().__exit__(*exc)
 
     # -- what a test does ---------------------------------------------------------------
     def _bump(self, pod: dict[str, Any]) -> dict[str, Any]:
@@ -142,17 +112,7 @@ class FakeKubeAPI:
         """What an API server does when a watch's resourceVersion is compacted away."""
         with self._lock:
             self._broadcast(
-                {
-                    "type": "ERROR",
-                    "object": {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "message": "too old resource version",
-                        "reason": "Expired",
-                        "code": 410,
-                    },
-                }
+                {"type": "ERROR", "object": status(410, "too old resource version", "Expired")}
             )
 
     def close_watches(self) -> None:
@@ -180,13 +140,13 @@ class FakeKubeAPI:
         self.requests.append((url.path, query))
         self.authorization.add(h.headers.get("Authorization", ""))
         if self.down:
-            self._json(h, 503, {"kind": "Status", "code": 503, "message": "down for a test"})
+            reply_json(h, 503, status(503, "down for a test"))
             return
         if url.path.startswith(LEASES):
             self._lease_read(h, url.path)
             return
         if url.path != "/api/v1/pods":
-            self._json(h, 404, {"kind": "Status", "code": 404, "message": "not found"})
+            reply_json(h, 404, status(404, "not found"))
             return
         node = ""
         for sel in query.get("fieldSelector", [""])[0].split(","):
@@ -194,7 +154,7 @@ class FakeKubeAPI:
                 node = sel.split("=", 1)[1]
         if query.get("watch", [""])[0] in ("1", "true"):
             if int(query.get("resourceVersion", ["0"])[0] or 0) < self.gone_below:
-                self._json(h, 410, {"kind": "Status", "code": 410, "reason": "Expired"})
+                reply_json(h, 410, status(410, reason="Expired"))
                 return
             self._watch(h, node, float(query.get("timeoutSeconds", ["60"])[0]))
             return
@@ -207,15 +167,7 @@ class FakeKubeAPI:
                 "metadata": {"resourceVersion": str(self.resource_version)},
                 "items": items,
             }
-        self._json(h, 200, body)
-
-    def _json(self, h: BaseHTTPRequestHandler, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        h.send_response(code)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        reply_json(h, 200, body)
 
     def _watch(self, h: BaseHTTPRequestHandler, node: str, timeout: float) -> None:
         q: queue.Queue[Any] = queue.Queue()
@@ -262,35 +214,35 @@ class FakeKubeAPI:
         with self._lock:
             lease = self.leases.get(self._lease_key(path))
         if lease is None:
-            self._json(h, 404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            reply_json(h, 404, status(404, reason="NotFound"))
         else:
-            self._json(h, 200, lease)
+            reply_json(h, 200, lease)
 
     def _lease_write(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path = urlparse(h.path).path
-        body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", "0"))))
+        body = read_json(h)
         if self.down:
-            self._json(h, 503, {"kind": "Status", "code": 503, "message": "down for a test"})
+            reply_json(h, 503, status(503, "down for a test"))
             return
         ns, name = self._lease_key(path)
         name = name or body["metadata"]["name"]
         with self._lock:
             current = self.leases.get((ns, name))
             if method == "POST" and current is not None:
-                self._json(h, 409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+                reply_json(h, 409, status(409, reason="AlreadyExists"))
                 return
             if method == "PUT":
                 if current is None:
-                    self._json(h, 404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+                    reply_json(h, 404, status(404, reason="NotFound"))
                     return
                 if (
                     body["metadata"].get("resourceVersion")
                     != current["metadata"]["resourceVersion"]
                 ):
-                    self._json(h, 409, {"kind": "Status", "code": 409, "reason": "Conflict"})
+                    reply_json(h, 409, status(409, reason="Conflict"))
                     return
             self.resource_version += 1
             body["metadata"]["resourceVersion"] = str(self.resource_version)
             body["metadata"]["namespace"] = ns
             self.leases[(ns, name)] = body
-        self._json(h, 201 if method == "POST" else 200, body)
+        reply_json(h, 201 if method == "POST" else 200, body)

@@ -14,27 +14,17 @@ without the expected bearer token get 401. Every request is recorded for asserti
 from __future__ import annotations
 
 import copy
-import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from kubeapi import FakeKubeServer, read_json, reply_json, status
 
 REVISION = "deployment.kubernetes.io/revision"
 _DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
 _REPLICASETS = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/replicasets$")
-
-
-def _status(code: int, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "message": message,
-        "code": code,
-    }
 
 
 def _no_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -58,78 +48,32 @@ def _selects(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
-class FakeKube:
+class FakeKube(FakeKubeServer):
+    methods = ("GET", "PATCH")
+    # Requests are short; shutdown is noticed sooner than the default half second.
+    poll_interval = 0.05
+    user = "vigil"
+
     def __init__(self, token: str = "kube-token") -> None:
         self.token = token
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.replicasets: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.lock = threading.Lock()
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, code: int, doc: dict[str, Any]) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _handle(self, method: str) -> None:
-                url = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                with fake.lock:
-                    fake.requests.append((method, self.path, body))
-                    if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                        self._reply(401, _status(401, "Unauthorized"))
-                        return
-                    code, doc = fake.route(
-                        method,
-                        url.path,
-                        parse_qs(url.query),
-                        body,
-                        self.headers.get("Content-Type", ""),
-                    )
-                self._reply(code, doc)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_PATCH(self) -> None:
-                self._handle("PATCH")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> FakeKube:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "fake",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                    "users": [{"name": "vigil", "user": {"token": self.token}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "vigil"}}],
-                }
+    def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(h.path)
+        body = read_json(h)
+        with self.lock:
+            self.requests.append((method, h.path, body))
+            if h.headers.get("Authorization") != f"Bearer {self.token}":
+                reply_json(h, 401, status(401, "Unauthorized"))
+                return
+            code, doc = self.route(
+                method, url.path, parse_qs(url.query), body, h.headers.get("Content-Type", "")
             )
-        )
-        return path
+        reply_json(h, code, doc)
 
     def patches(self) -> list[Any]:
         return [body for method, _, body in self.requests if method == "PATCH"]
@@ -141,15 +85,15 @@ class FakeKube:
         if m:
             dep = self.deployments.get((m.group(1), m.group(2)))
             if dep is None:
-                return 404, _status(404, f'deployments.apps "{m.group(2)}" not found')
+                return 404, status(404, f'deployments.apps "{m.group(2)}" not found')
             if method == "GET":
                 return 200, dep
             if method == "PATCH":
                 if content_type != "application/json-patch+json":
-                    return 415, _status(415, f"unsupported patch type {content_type}")
+                    return 415, status(415, f"unsupported patch type {content_type}")
                 for op in body:
                     if op["op"] != "replace":
-                        return 422, _status(422, f"unsupported op {op['op']}")
+                        return 422, status(422, f"unsupported op {op['op']}")
                     _pointer_set(dep, op["path"], copy.deepcopy(op["value"]))
                 self._reconcile(m.group(1), dep)
                 return 200, dep
@@ -162,7 +106,7 @@ class FakeKube:
                 if _selects(selector, rs["metadata"].get("labels", {}))
             ]
             return 200, {"kind": "ReplicaSetList", "apiVersion": "apps/v1", "items": items}
-        return 404, _status(404, f"no route {method} {path}")
+        return 404, status(404, f"no route {method} {path}")
 
     def _reconcile(self, namespace: str, dep: dict[str, Any]) -> None:
         """The deployment controller's part: the matching ReplicaSet becomes the newest."""
