@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,26 @@ def http_get(
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def wait_http_ready(
+    url: str,
+    proc: subprocess.Popen[Any],
+    what: str,
+    logs: Callable[[], str],
+    timeout: float = 30.0,
+) -> None:
+    """Until ``url`` answers 200; raises with ``logs()`` if ``proc`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http_get(url, timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start:\n{logs()}")
+        time.sleep(0.1)
 
 
 class AgentProcess:

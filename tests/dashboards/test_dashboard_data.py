@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from agentproc import VIGIL, AgentProcess, free_port, http_get
+from agentproc import VIGIL, AgentProcess, free_port, http_get, wait_http_ready
 from catalogue import exposed_families, load_catalogue, undocumented
 from grafana import ROOT, Query, dashboards, queries, resolve_variables, substitute
 
@@ -182,16 +182,7 @@ class Prometheus:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http_get(self.url + "/-/ready", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus did not start:\n{self.logs()}")
-            time.sleep(0.1)
+        wait_http_ready(self.url + "/-/ready", self.proc, "prometheus", self.logs)
 
     def logs(self) -> str:
         return Path(self.log.name).read_text()[-3000:]
@@ -273,18 +264,12 @@ class RollbackController:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http_get(self.url + "/readyz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"rollback controller did not start:\n{Path(self.log.name).read_text()}"
-                )
-            time.sleep(0.1)
+        wait_http_ready(
+            self.url + "/readyz",
+            self.proc,
+            "rollback controller",
+            lambda: Path(self.log.name).read_text(),
+        )
 
     def alert(self) -> None:
         """What Alertmanager sends for a firing drift alert (webhook payload version 4)."""
