@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from agentproc import VIGIL, AgentProcess, free_port, http_get, wait_http_ready
+from agentproc import VIGIL, AgentProcess, free_port, http_get, stop_process, wait_http_ready
 from catalogue import exposed_families, load_catalogue, undocumented
 from grafana import ROOT, Query, dashboards, queries, resolve_variables, substitute
 
@@ -215,12 +214,7 @@ class Prometheus:
         return len(result)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -311,12 +305,7 @@ class RollbackController:
             assert 200 <= r.status < 300
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agentproc import ROOT, VIGIL, free_port, http_get
+from agentproc import ROOT, VIGIL, free_port, http_get, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
@@ -91,12 +90,7 @@ def run_agent(caps: list[str], collectors: list[str], pid: int, tmp: Path, want)
                     break
             time.sleep(0.3)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     samples["__log__"] = log.read_text()
     return samples
 

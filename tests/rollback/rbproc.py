@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from agentproc import ROOT, free_port, http_get
+from agentproc import ROOT, free_port, http_get, stop_process
 
 VIGIL = [sys.executable, "-m", "agent.cli"]
 TOKEN = "s3cret-token-for-tests"
@@ -171,14 +170,7 @@ class ControllerProcess:
         self.stop()
 
     def stop(self) -> int | None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc) if self.proc else None
 
     def logs(self) -> str:
         try:
