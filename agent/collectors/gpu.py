@@ -5,7 +5,7 @@ power, energy, SM and memory clocks, clock-event (throttle) reasons, ECC and PCI
 counters, performance state, MIG instances, XID errors, and ``vigil_gpu_up``; per process
 (labelled by pod/container from discovery): GPU memory and SM share since the last poll.
 Source: NVML through ``nvidia-ml-py`` (``import pynvml``), which loads
-``libnvidia-ml.so.1``. Cost: one poll every ``interval`` (default 5 s) of about 17 NVML
+``libnvidia-ml.so.1``. Cost: one poll every ``interval`` (default 5 s) of about 18 NVML
 calls per GPU in one background thread (see gpu_poll.py), plus an XID thread asleep in
 ``nvmlEventSetWait`` (gpu_events.py); a scrape makes no NVML call. Privilege: read access
 to /dev/nvidia* (no SYS_ADMIN); root to list other users' GPU processes.
@@ -19,7 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,7 +38,11 @@ from agent.registry import (
 
 GPU = ["gpu", "uuid"]
 PROCESS = [*GPU, *LABEL_NAMES]
-LIBRARY = "libnvidia-ml.so.1"  # the one name pynvml loads, through CDLL's search path
+LIBRARY = "libnvidia-ml.so.1"
+# What pyproject.toml asks for; the fix a missing package's message gives.
+NVML_REQUIREMENT = (
+    "nvidia-ml-py>=12.535.77,<14"  # the one name pynvml loads, through CDLL's search path
+)
 
 # Per-GPU gauges: snapshot key → (metric name, help).
 GAUGES: tuple[tuple[str, str, str], ...] = (
@@ -78,6 +82,7 @@ def render(
     snap: Snapshot,
     xids: dict[tuple[int, str, int], int],
     lookup: Callable[[int], ProcessInfo | None],
+    wait_errors: Mapping[str, int] | None = None,
 ) -> list[Metric]:
     """Snapshot → metric families; every family is always present, possibly empty."""
     info = GaugeMetricFamily(
@@ -171,6 +176,18 @@ def render(
             proc_util.add_metric(list(key), value)
     for (index, uuid, code), count in sorted(xids.items()):
         xid.add_metric([str(index), uuid, str(code)], float(count))
+    xid_wait = CounterMetricFamily(
+        "vigil_gpu_xid_wait_errors",
+        "Failed waits for NVML events (each rebuilds the event set), by error.",
+        labels=["error"],
+    )
+    for kind, count in sorted((wait_errors or {}).items()):
+        xid_wait.add_metric([kind], float(count))
+    inaccessible = GaugeMetricFamily(
+        "vigil_gpu_inaccessible",
+        "GPUs NVML counts that this agent may not open (NO_PERMISSION); not reported.",
+    )
+    inaccessible.add_metric([], float(len(snap.inaccessible)))
     duration = GaugeMetricFamily(
         "vigil_gpu_poll_duration_seconds", "Wall time of the last NVML poll of all GPUs."
     )
@@ -192,6 +209,8 @@ def render(
         ecc,
         pcie,
         xid,
+        xid_wait,
+        inaccessible,
         proc_mem,
         proc_util,
         mig_info,
@@ -217,7 +236,9 @@ class GpuCollector(SnapshotCollector):
         self.nvml = nvml
         self.xid = XidWatcher(nvml) if xid_events else None
         self.poller = Poller(nvml, pcie_throughput=pcie_throughput, on_device=self._on_device)
-        self._rendered: tuple[Snapshot, Any, dict[Any, int], list[Metric]] | None = None
+        self._rendered: (
+            tuple[Snapshot, Any, dict[Any, int], dict[str, int], list[Metric]] | None
+        ) = None
 
     def _on_device(self, index: int, handle: Any, uuid: str) -> None:
         if self.xid is not None:
@@ -235,6 +256,7 @@ class GpuCollector(SnapshotCollector):
 
     def render(self, snapshot: Snapshot) -> Iterable[Metric]:
         xids = self.xid.counts() if self.xid is not None else {}
+        wait_errors = self.xid.wait_errors() if self.xid is not None else {}
         # Scrapes between two polls see the same families: built once, rendered many times.
         # Discovery replaces its watched map on each refresh, so its identity says whether
         # a process's labels may have changed.
@@ -246,10 +268,11 @@ class GpuCollector(SnapshotCollector):
             and cached[0] is snapshot
             and cached[1] is watched
             and cached[2] == xids
+            and cached[3] == wait_errors
         ):
-            return cached[3]
-        families = render(snapshot, xids, self.discovery.get)
-        self._rendered = (snapshot, watched, xids, families)
+            return cached[4]
+        families = render(snapshot, xids, self.discovery.get, wait_errors)
+        self._rendered = (snapshot, watched, xids, wait_errors, families)
         return families
 
     def shutdown(self) -> None:
@@ -265,7 +288,7 @@ def load_nvml() -> Any:
     except ImportError as exc:
         raise CollectorUnavailable(
             f"the nvidia-ml-py package is not installed: {exc}",
-            "pip install 'nvidia-ml-py>=12.535'",
+            f"pip install '{NVML_REQUIREMENT}'",
         ) from None
 
 

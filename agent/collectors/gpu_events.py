@@ -16,28 +16,43 @@ import logging
 import threading
 from typing import Any
 
-from agent.collectors.gpu_poll import handle_address
+from agent.collectors.gpu_poll import decode, handle_address
 from agent.log import log_limited
 
 log = logging.getLogger("vigil.gpu")
 
 # How long one wait blocks: bounds how late close() returns, and costs one wake-up each.
 WAIT_MS = 500
-# After an unexpected error, wait before the next try so a broken driver is not spun on.
+# After a failed wait, the next try waits this long, doubling on each failure in a row up to
+# ERROR_BACKOFF_MAX_S, so a broken driver is not spun on.
 ERROR_BACKOFF_S = 1.0
+ERROR_BACKOFF_MAX_S = 30.0
 
 
 class XidWatcher:
-    """Owns the event set; :meth:`register` adds a device, :meth:`counts` reads totals."""
+    """Owns the event set; :meth:`register` adds a device, :meth:`counts` reads totals.
+
+    An event names its GPU by a device handle; as NVIDIA's device plugin does
+    (``internal/rm/health.go``), the GPU is found by the handle's UUID, not by comparing
+    handle addresses, which nothing in nvml.h promises to be those the poller holds. A
+    failed wait (``GPU_IS_LOST`` after an XID 79, for one) is counted, the event set is
+    freed and made anew, and every GPU is registered again by the next poll: a set that
+    held a lost GPU may never deliver another event.
+    """
 
     def __init__(self, nvml: Any, wait_ms: int = WAIT_MS) -> None:
         self.nvml = nvml
         self.wait_ms = wait_ms
         self._set: Any = None
         self._lock = threading.Lock()
-        self._devices: dict[int, tuple[int, str]] = {}  # address → (index, uuid), registered
+        # Held while a set is registered on, freed or made: never register on a freed set.
+        # The wait runs outside it; only the event thread frees, so never during a wait.
+        self._set_lock = threading.Lock()
+        self._devices: dict[str, int] = {}  # uuid → index, registered in the current set
+        self._addresses: dict[int, tuple[int, str]] = {}  # handle address → (index, uuid)
         self._unsupported: set[str] = set()
         self._counts: dict[tuple[int, str, int], int] = {}
+        self._wait_errors: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,12 +76,19 @@ class XidWatcher:
         Called for every answering GPU on every poll; free once registered. Registering
         before the first snapshot is published means no XID after readiness is missed.
         """
+        with self._lock:
+            if uuid in self._devices or uuid in self._unsupported or self._set is None:
+                return
+        with self._set_lock:
+            self._register(index, handle, uuid)
+
+    def _register(self, index: int, handle: Any, uuid: str) -> None:
         n = self.nvml
-        address = handle_address(handle)
-        if address in self._devices or uuid in self._unsupported or self._set is None:
+        event_set = self._set
+        if event_set is None:
             return
         try:
-            n.nvmlDeviceRegisterEvents(handle, n.nvmlEventTypeXidCriticalError, self._set)
+            n.nvmlDeviceRegisterEvents(handle, n.nvmlEventTypeXidCriticalError, event_set)
         except n.NVMLError_NotSupported as exc:
             log.info(
                 "XID events not supported on this GPU",
@@ -88,12 +110,18 @@ class XidWatcher:
             )
             return
         with self._lock:
-            self._devices[address] = (index, uuid)
+            self._devices[uuid] = index
+            self._addresses[handle_address(handle)] = (index, uuid)
 
     def counts(self) -> dict[tuple[int, str, int], int]:
         """(gpu index, uuid, xid) → events since start."""
         with self._lock:
             return dict(self._counts)
+
+    def wait_errors(self) -> dict[str, int]:
+        """NVML error class → failed waits since start."""
+        with self._lock:
+            return dict(self._wait_errors)
 
     def close(self) -> None:
         self._stop.set()
@@ -108,31 +136,98 @@ class XidWatcher:
     # -- the thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         n = self.nvml
+        backoff = ERROR_BACKOFF_S
         while not self._stop.is_set():
-            if not self._devices:
+            with self._lock:
+                event_set, registered = self._set, bool(self._devices)
+            if event_set is None:  # a rebuild could not create one: try again, backing off
+                self._create()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, ERROR_BACKOFF_MAX_S)
+                continue
+            if not registered:
                 self._stop.wait(self.wait_ms / 1000.0)
                 continue
             try:
-                data = n.nvmlEventSetWait(self._set, self.wait_ms)
+                data = n.nvmlEventSetWait(event_set, self.wait_ms)
             except n.NVMLError_Timeout:
+                backoff = ERROR_BACKOFF_S
                 continue
             except n.NVMLError as exc:
+                kind = type(exc).__name__
+                with self._lock:
+                    self._wait_errors[kind] = self._wait_errors.get(kind, 0) + 1
                 log_limited(
                     log,
                     logging.WARNING,
-                    f"xid-wait:{type(exc).__name__}",
-                    "waiting for NVML events failed",
+                    f"xid-wait:{kind}",
+                    "waiting for NVML events failed; event set rebuilt, retrying",
                     collector="gpu",
                     error=str(exc),
+                    retry_in_s=backoff,
                 )
-                self._stop.wait(ERROR_BACKOFF_S)
+                self._renew()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, ERROR_BACKOFF_MAX_S)
                 continue
+            backoff = ERROR_BACKOFF_S
             if int(data.eventType) & n.nvmlEventTypeXidCriticalError:
-                self._count(handle_address(data.device), int(data.eventData))
+                self._count(self._gpu_of(data.device), int(data.eventData))
 
-    def _count(self, address: int, xid: int) -> None:
+    def _renew(self) -> None:
+        """Frees the event set and makes a new, empty one; the poller registers anew."""
+        n = self.nvml
+        with self._set_lock:
+            with self._lock:
+                old, self._set = self._set, None
+                self._devices.clear()
+                self._addresses.clear()
+            if old is not None:
+                try:
+                    n.nvmlEventSetFree(old)
+                except n.NVMLError as exc:
+                    log.info(
+                        "nvmlEventSetFree failed", extra={"collector": "gpu", "error": str(exc)}
+                    )
+            self._create_locked()
+
+    def _create(self) -> None:
+        with self._set_lock:
+            self._create_locked()
+
+    def _create_locked(self) -> None:
+        n = self.nvml
+        try:
+            fresh = n.nvmlEventSetCreate()
+        except n.NVMLError as exc:
+            # Left without a set: registrations are refused and the loop tries again.
+            log_limited(
+                log,
+                logging.WARNING,
+                "xid-create",
+                "cannot create an NVML event set; XID errors not counted until it can",
+                collector="gpu",
+                error=str(exc),
+            )
+            return
         with self._lock:
-            index, uuid = self._devices.get(address, (-1, ""))
+            self._set = fresh
+
+    def _gpu_of(self, device: Any) -> tuple[int, str]:
+        """(index, uuid) of an event's device: by UUID, else by address, else (-1, "")."""
+        n = self.nvml
+        try:
+            uuid = decode(n.nvmlDeviceGetUUID(device))
+        except n.NVMLError:
+            uuid = ""
+        with self._lock:
+            if uuid in self._devices:
+                return self._devices[uuid], uuid
+            return self._addresses.get(handle_address(device), (-1, uuid))
+
+    def _count(self, gpu: tuple[int, str], xid: int) -> None:
+        index, uuid = gpu
+        with self._lock:
             key = (index, uuid, xid)
             self._counts[key] = self._counts.get(key, 0) + 1
         log.warning(

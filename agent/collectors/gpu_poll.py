@@ -3,10 +3,13 @@
 Measures, per GPU, what NVML answers without profiling privileges (utilization, memory,
 temperature, power, energy, clocks, clock-event reasons, ECC and PCIe replay counters,
 performance state, MIG instances) and, per process, GPU memory
-(``nvmlDeviceGetComputeRunningProcesses_v3``) and SM share since the previous poll
-(``nvmlDeviceGetProcessUtilization``). Cost: about 17 NVML calls per GPU per poll, each a
-driver ioctl of tens of microseconds; ``nvmlDeviceGetPcieThroughput`` samples the link for
-~20 ms per direction and is therefore opt-in. Privilege: read access to /dev/nvidia*
+(``nvmlDeviceGetComputeRunningProcesses_v3`` and, for MPS clients,
+``nvmlDeviceGetMPSComputeRunningProcesses_v3``, both read by :func:`process_list` whatever
+entry size the driver writes) and SM share since the previous poll
+(``nvmlDeviceGetProcessUtilization``, filtered as nvtop filters it). Cost: about 18 NVML
+calls per GPU per poll, each a driver ioctl of tens of microseconds;
+``nvmlDeviceGetPcieThroughput`` samples the link for ~20 ms per direction and is therefore
+opt-in. Privilege: read access to /dev/nvidia*
 (no SYS_ADMIN); process lists of other users' processes need root or the same user.
 
 Everything here runs in the poller's thread; a scrape only reads the :class:`Snapshot`.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +47,22 @@ PSTATE_UNKNOWN = 32  # NVML_PSTATE_UNKNOWN
 # A process list can grow between pynvml's size query and its fill call; past three
 # tries in one poll something is starting processes faster than we can list them.
 PROCESS_LIST_TRIES = 3
+# A process-utilization sample stamped further ahead of the host's clock than this is
+# garbage (seen on real drivers); believing it would freeze the cursor there. The slack
+# covers a clock stepped back by NTP.
+FUTURE_SLACK_US = 10_000_000
+
+# nvmlProcessInfo_v3_t as the driver writes it: pid, 4 bytes padding, usedGpuMemory,
+# gpuInstanceId, computeInstanceId (24 bytes), plus usedGpuCcProtectedMemory (32 bytes) on
+# the R535 drivers that carried it (535.43-535.86 and 535.104.05+ on that branch). pynvml
+# bakes one of the two into its struct per release (12.535.77: 32; 13.x: 24), so the list is
+# read here instead, into a buffer laid out for 32-byte entries.
+PROCESS_ENTRY = struct.Struct("<I4xQII")
+PROCESS_ENTRY_CC = 32
+# The buffer is filled with this byte first: the bytes past ``count`` 24-byte entries are
+# still this after a 24-byte driver, and hold the last entries after a 32-byte one.
+UNWRITTEN = 0xA5
+NVML_VALUE_NOT_AVAILABLE = 0xFFFFFFFFFFFFFFFF
 
 
 # --- pure conversions -----------------------------------------------------------------
@@ -58,21 +78,91 @@ def percent_to_ratio(value: float) -> float:
     return min(max(value / 100.0, 0.0), 1.0)
 
 
-def sm_ratios(samples: Iterable[Any]) -> tuple[dict[int, float], int]:
-    """Process utilization samples → (pid → mean SM share, newest timestamp in µs).
+def sm_ratios(
+    samples: Iterable[Any],
+    since_us: int = 0,
+    now_us: int | None = None,
+    pids: Iterable[int] | None = None,
+) -> tuple[dict[int, float], int]:
+    """Process utilization samples → (pid → mean SM share, newest usable timestamp in µs).
 
-    The driver keeps a ring of samples; all those newer than the previous poll's newest
-    are averaged per pid, which is the process's share of the SMs since that poll.
+    The driver keeps a ring of samples (one per process per sample period); those newer
+    than the previous poll's newest are averaged per pid: the process's share of the SMs
+    since that poll. As nvtop does (its issue #110), a sample counts only when its pid is a
+    listed process (``pids``; the buffer comes back padded with pid-0 entries), its values
+    are percentages (≤ 100) and it is newer than ``since_us``; and, beyond nvtop, not stamped
+    further than FUTURE_SLACK_US ahead of ``now_us``. Only counted samples move the cursor,
+    so one bogus timestamp cannot hide every later sample.
     """
+    allowed = None if pids is None else set(pids)
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
-    newest = 0
+    newest = since_us
     for s in samples:
-        pid = int(s.pid)
-        sums[pid] = sums.get(pid, 0.0) + float(s.smUtil)
+        pid, stamp, sm = int(s.pid), int(s.timeStamp), int(s.smUtil)
+        if pid == 0 or (allowed is not None and pid not in allowed):
+            continue
+        if sm > 100 or int(getattr(s, "memUtil", 0)) > 100:
+            continue
+        if stamp <= since_us or (now_us is not None and stamp > now_us + FUTURE_SLACK_US):
+            continue
+        sums[pid] = sums.get(pid, 0.0) + float(sm)
         counts[pid] = counts.get(pid, 0) + 1
-        newest = max(newest, int(s.timeStamp))
+        newest = max(newest, stamp)
     return {pid: percent_to_ratio(sums[pid] / counts[pid]) for pid in sums}, newest
+
+
+def process_entry_size(raw: bytes, count: int) -> int:
+    """Bytes per entry the driver wrote into ``raw`` (pre-filled with UNWRITTEN): 24 or 32.
+
+    nvitop (``libnvml.py``) guesses the size from which symbols the library exports; this
+    looks at what the driver wrote, which needs no table of driver versions: after ``count``
+    24-byte entries the next ``8 * count`` bytes are untouched by a 24-byte driver, while a
+    32-byte driver wrote its last entries there (a pid, memory or instance ids: not all
+    UNWRITTEN, and not all zero once ``count`` ≥ 2). One entry reads the same either way.
+    """
+    if count < 2:
+        return PROCESS_ENTRY.size
+    tail = raw[PROCESS_ENTRY.size * count : PROCESS_ENTRY_CC * count]
+    if all(b == UNWRITTEN for b in tail) or not any(tail):
+        return PROCESS_ENTRY.size
+    return PROCESS_ENTRY_CC
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    pid: int
+    usedGpuMemory: int | None  # pynvml's name, so both read alike
+
+
+def parse_process_entries(raw: bytes, count: int) -> list[ProcessEntry]:
+    """A filled process-info buffer → its entries, at the entry size the driver used."""
+    size = process_entry_size(raw, count)
+    out = []
+    for i in range(count):
+        pid, used, _gi, _ci = PROCESS_ENTRY.unpack_from(raw, i * size)
+        out.append(ProcessEntry(pid, None if used == NVML_VALUE_NOT_AVAILABLE else used))
+    return out
+
+
+def process_list(nvml: Any, symbol: str, handle: Any) -> list[ProcessEntry]:
+    """``nvmlDevice...RunningProcesses_v3`` as pynvml calls it (size query, then a buffer of
+    2n+5), read by :func:`parse_process_entries`; NVML errors raise pynvml's NVMLError."""
+    fn = nvml._nvmlGetFunctionPointer(symbol)  # FunctionNotFound: this driver lacks it
+    count = ctypes.c_uint(0)
+    ret = fn(handle, ctypes.byref(count), None)
+    if ret == nvml.NVML_SUCCESS:
+        return []
+    if ret != nvml.NVML_ERROR_INSUFFICIENT_SIZE:
+        raise nvml.NVMLError(ret)
+    capacity = count.value * 2 + 5  # room for processes that start between the two calls
+    size = capacity * PROCESS_ENTRY_CC
+    buf = ctypes.create_string_buffer(bytes([UNWRITTEN]) * size, size)
+    count.value = capacity
+    ret = fn(handle, ctypes.byref(count), buf)
+    if ret != nvml.NVML_SUCCESS:
+        raise nvml.NVMLError(ret)
+    return parse_process_entries(buf.raw, min(count.value, capacity))
 
 
 def decode(value: Any) -> str:
@@ -124,10 +214,16 @@ class Snapshot:
     gpus: tuple[GpuSample, ...]
     duration_s: float
     errors: Mapping[str, int]  # NVML error class → count since start
+    # GPUs NVML counts but this agent may not open (handle call: NO_PERMISSION), by index.
+    inaccessible: tuple[int, ...] = ()
 
 
 class GpuDown(Exception):
     """The GPU stopped answering (lost, needs reset, timed out): report it down."""
+
+
+class GpuInaccessible(Exception):
+    """NVML counts the GPU but refuses this process a handle: not ours to watch."""
 
 
 @dataclass
@@ -138,6 +234,7 @@ class _Device:
     name: str = ""
     pci_bus_id: str = ""
     last_sample_us: int = 0  # newest process-utilization sample already counted
+    reserved: float | None = None  # last reserved memory v2 reported: v1 counts it as used
 
 
 class Poller:
@@ -150,15 +247,22 @@ class Poller:
         pcie_throughput: bool = False,
         on_device: Callable[[int, Any, str], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.nvml = nvml
         self.pcie_throughput = pcie_throughput
         self._on_device = on_device
         self._clock = clock
+        self._wall = wall
         self.driver_version = ""
         self._devices: dict[int, _Device] = {}
         self._unsupported: set[tuple[str, str]] = set()
         self._errors: dict[str, int] = {}
+        self._answered = 0  # NVML calls answered / failed while sampling one GPU
+        self._failed = 0
+        self._inaccessible_logged: set[int] = set()
+        # Absent from older nvidia-ml-py releases (12.535.77 lacks it).
+        self._mismatch: type[BaseException] | None = getattr(nvml, "NVMLLibraryMismatchError", None)
         n = nvml
         self._down_codes = {
             getattr(n, name)
@@ -197,6 +301,7 @@ class Poller:
         for gone in [i for i in self._devices if i >= count]:
             del self._devices[gone]
         samples = []
+        inaccessible = []
         for index in range(count):
             dev = self._devices.setdefault(index, _Device(index))
             sample = GpuSample(index, dev.uuid, dev.name, dev.pci_bus_id)
@@ -204,7 +309,12 @@ class Poller:
                 if dev.handle is None or not dev.uuid:
                     self._identify(dev)
                     sample = GpuSample(index, dev.uuid, dev.name, dev.pci_bus_id)
+                self._answered = self._failed = 0
                 self._sample(dev, sample)
+                if self._answered == 0 and self._failed > 0:
+                    # A broken GPU often answers NVML_ERROR_UNKNOWN to everything rather
+                    # than GPU_IS_LOST: a GPU that answers nothing is down, not up and empty.
+                    raise GpuDown(f"no NVML call answered ({self._failed} failed)")
                 sample.up = True
                 if self._on_device is not None and dev.uuid:
                     self._on_device(dev.index, dev.handle, dev.uuid)
@@ -221,14 +331,37 @@ class Poller:
                     uuid=dev.uuid,
                     error=str(exc),
                 )
+            except GpuInaccessible as exc:
+                # NVML's count includes GPUs this process may not open (device cgroup,
+                # permissions on /dev/nvidiaN): another tenant's, not lost. Not reported.
+                inaccessible.append(index)
+                dev.handle = None
+                if index not in self._inaccessible_logged:
+                    self._inaccessible_logged.add(index)
+                    log.info(
+                        "GPU not accessible to this process; not reported",
+                        extra={"collector": "gpu", "gpu": index, "error": str(exc)},
+                    )
+                continue
             samples.append(sample)
         return Snapshot(
-            self.driver_version, tuple(samples), self._clock() - started, dict(self._errors)
+            self.driver_version,
+            tuple(samples),
+            self._clock() - started,
+            dict(self._errors),
+            tuple(inaccessible),
         )
 
     def _identify(self, dev: _Device) -> None:
         n = self.nvml
-        dev.handle = self._call("handle", lambda: n.nvmlDeviceGetHandleByIndex(dev.index))
+        try:
+            dev.handle = self._call(
+                "handle",
+                lambda: n.nvmlDeviceGetHandleByIndex(dev.index),
+                expect=(n.NVMLError_NoPermission,),
+            )
+        except n.NVMLError_NoPermission as exc:
+            raise GpuInaccessible(str(exc)) from None
         if dev.handle is None:
             raise GpuDown("no handle")
         dev.uuid = decode(self._call("uuid", lambda: n.nvmlDeviceGetUUID(dev.handle)) or "")
@@ -249,8 +382,9 @@ class Poller:
         """
         n = self.nvml
         try:
-            return fn()
+            value = fn()
         except expect:
+            self._answered += 1  # an answer, if not the usual one
             raise
         except n.NVMLError as exc:
             code = getattr(exc, "value", None)
@@ -259,12 +393,17 @@ class Poller:
             if isinstance(exc, n.NVMLError_NotSupported | n.NVMLError_FunctionNotFound):
                 self._mark_unsupported(uuid, what, str(exc))
                 return None
+            self._failed += 1
             self._count_error(what, type(exc).__name__, str(exc))
             return None
-        except n.NVMLLibraryMismatchError as exc:
-            # A versioned symbol this driver lacks: as good as unsupported.
-            self._mark_unsupported(uuid, what, str(exc))
-            return None
+        except Exception as exc:
+            if self._mismatch is not None and isinstance(exc, self._mismatch):
+                # A versioned symbol this driver lacks: as good as unsupported.
+                self._mark_unsupported(uuid, what, str(exc))
+                return None
+            raise
+        self._answered += 1
+        return value
 
     def _mark_unsupported(self, uuid: str, what: str, why: str) -> None:
         if (uuid, what) in self._unsupported:
@@ -354,16 +493,17 @@ class Poller:
         # v2 adds the memory the driver reserves; older drivers lack it, so fall back.
         mem = self._field(dev, "memory_v2", lambda: n.nvmlDeviceGetMemoryInfo(h, n.nvmlMemory_v2))
         if mem is not None:
+            dev.reserved = float(mem.reserved)
             return {
                 "used": float(mem.used),
                 "free": float(mem.free),
                 "total": float(mem.total),
-                "reserved": float(mem.reserved),
+                "reserved": dev.reserved,
             }
         mem = self._field(dev, "memory", lambda: n.nvmlDeviceGetMemoryInfo(h))
         if mem is None:
             return {}
-        return {"used": float(mem.used), "free": float(mem.free), "total": float(mem.total)}
+        return v1_memory(float(mem.used), float(mem.free), float(mem.total), dev.reserved)
 
     def _clock_events(self, dev: _Device, h: Any) -> int | None:
         n = self.nvml
@@ -375,20 +515,30 @@ class Poller:
             )
         return None if bits is None else int(bits)
 
-    def _process_list(self, dev: _Device, h: Any) -> list[Any] | None:
+    def _one_list(self, dev: _Device, h: Any, what: str, symbol: str) -> list[Any] | None:
         n = self.nvml
         for _ in range(PROCESS_LIST_TRIES):
             try:
                 return self._field(
                     dev,
-                    "processes",
-                    lambda: n.nvmlDeviceGetComputeRunningProcesses(h),
+                    what,
+                    partial(process_list, n, symbol, h),
                     expect=(n.NVMLError_InsufficientSize,),
                 )
             except n.NVMLError_InsufficientSize:
-                continue  # grew past pynvml's doubled buffer between its two calls: retry
-        self._count_error("processes", "NVMLError_InsufficientSize", "list keeps growing")
+                continue  # grew past the doubled buffer between the two calls: retry
+        self._count_error(what, "NVMLError_InsufficientSize", "list keeps growing")
         return None
+
+    def _process_list(self, dev: _Device, h: Any) -> list[Any] | None:
+        """Compute processes, then MPS clients: with MPS the compute list holds only
+        ``nvidia-cuda-mps-server`` and the clients (the pods) are in the MPS list."""
+        compute = self._one_list(dev, h, "processes", "nvmlDeviceGetComputeRunningProcesses_v3")
+        mps = self._one_list(dev, h, "mps_processes", "nvmlDeviceGetMPSComputeRunningProcesses_v3")
+        if compute is None and mps is None:
+            return None
+        seen = {int(p.pid) for p in compute or ()}
+        return [*(compute or ()), *(p for p in mps or () if int(p.pid) not in seen)]
 
     def _sample_processes(self, dev: _Device, h: Any, out: GpuSample) -> None:
         n = self.nvml
@@ -405,7 +555,10 @@ class Poller:
         except n.NVMLError_NotFound:
             samples = []  # no sample since the last poll: nothing ran on the SMs
         if samples is not None:
-            ratios, newest = sm_ratios(samples)
+            now_us = int(self._wall() * 1e6)
+            ratios, newest = sm_ratios(
+                samples, dev.last_sample_us, now_us, None if procs is None else memory
+            )
             dev.last_sample_us = max(dev.last_sample_us, newest)
         for pid in set(memory) | set(ratios or ()):
             sm = None if ratios is None else ratios.get(pid, 0.0)
@@ -447,6 +600,19 @@ class Poller:
 
 def _bytes_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def v1_memory(used: float, free: float, total: float, reserved: float | None) -> dict[str, float]:
+    """``nvmlDeviceGetMemoryInfo`` (v1) → the v2 meaning where it can be had.
+
+    v1 ``used`` is allocated + reserved; v2 ``used`` is allocated alone (nvml.h). With the
+    reserved memory v2 last reported for this GPU, v1 is converted, so used memory does not
+    jump by the reserved amount when v2 fails for a poll; on a driver where v2 never
+    answered, v1 is reported as it is (and no reserved series).
+    """
+    if reserved is None:
+        return {"used": used, "free": free, "total": total}
+    return {"used": max(used - reserved, 0.0), "free": free, "total": total, "reserved": reserved}
 
 
 LIBRARY_MISSING = (

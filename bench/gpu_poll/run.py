@@ -84,6 +84,7 @@ def bare_poll(n: Any, handles: list[Any]) -> None:
         n.nvmlDeviceGetTotalEccErrors(h, 1, 0)
         n.nvmlDeviceGetMigMode(h)
         n.nvmlDeviceGetComputeRunningProcesses(h)
+        n.nvmlDeviceGetMPSComputeRunningProcesses(h)
         n.nvmlDeviceGetProcessUtilization(h, 0)
 
 

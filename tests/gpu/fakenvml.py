@@ -89,13 +89,16 @@ class Gpu:
     pcie_tx_kbs: int = 0
     pcie_rx_kbs: int = 0
     unsupported: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # fields answering UNKNOWN; ["all"]
+    no_permission: int = 0  # nvmlDeviceGetHandleByIndex answers NO_PERMISSION
+    util_buffer: int = 0  # fixed size of the process-utilization buffer, zero-padded
 
     def line(self) -> str:
         parts = []
         for k, v in vars(self).items():
-            if k == "unsupported":
+            if isinstance(v, list):
                 if v:
-                    parts.append(f"unsupported={','.join(v)}")
+                    parts.append(f"{k}={','.join(v)}")
             elif isinstance(v, str):
                 parts.append(f'{k}="{v}"')
             else:

@@ -136,8 +136,9 @@ def test_unsupported_fields_are_omitted_and_logged_once(
     for missing in ("temperature_celsius", "power_watts", "memory_reserved_bytes"):
         assert missing not in g1.values
     assert g1.ecc == {}
-    # v1 memory answered where v2 did not; the rest of the GPU is still there.
-    assert g1.values["memory_used_bytes"] == 42_949_672_960
+    # v1 memory answered where v2 did not (its `used` includes the reserved memory, which
+    # no v2 answer ever told apart); the rest of the GPU is still there.
+    assert g1.values["memory_used_bytes"] == 42_949_672_960 + 537_919_488
     assert g1.values["utilization_ratio"] == 0.91
     assert g1.processes[4444].memory_bytes == 40_802_189_312
     assert g1.processes[4444].sm_ratio is None

@@ -10,13 +10,21 @@ from prometheus_client import CollectorRegistry
 from agent.collectors.gpu import render
 from agent.collectors.gpu_poll import (
     CLOCK_EVENT_REASONS,
+    FUTURE_SLACK_US,
+    NVML_VALUE_NOT_AVAILABLE,
+    PROCESS_ENTRY,
+    UNWRITTEN,
     GpuSample,
+    ProcessEntry,
     ProcessUse,
     Snapshot,
     clock_event_flags,
     explain_init_error,
+    parse_process_entries,
     percent_to_ratio,
+    process_entry_size,
     sm_ratios,
+    v1_memory,
 )
 from agent.discovery import ProcessInfo
 
@@ -144,3 +152,84 @@ def test_explain_init_error_names_the_fix() -> None:
     assert "permission" in reason and "/dev/nvidia" in fix
     reason, _ = explain_init_error(pynvml, err(pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH))
     assert "different versions" in reason
+
+
+# -- what real drivers hand back ---------------------------------------------------------
+
+
+def _sample(pid: int, ts: int, sm: int, mem: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(pid=pid, timeStamp=ts, smUtil=sm, memUtil=mem)
+
+
+@pytest.mark.parametrize(
+    ("sample", "kept"),
+    [
+        (_sample(7, 1_500, 40), True),
+        (_sample(0, 1_500, 40), False),  # padding entry
+        (_sample(0, 0, 0), False),  # padding entry, zeroed
+        (_sample(7, 1_500, 101), False),  # not a percentage
+        (_sample(7, 1_500, 40, mem=4_000), False),  # nor this
+        (_sample(7, 1_000, 40), False),  # not newer than the cursor
+        (_sample(7, 999, 40), False),
+        (_sample(9, 1_500, 40), False),  # not a listed process
+        (_sample(7, 2_000 + FUTURE_SLACK_US, 40), True),  # within the slack
+        (_sample(7, 2_001 + FUTURE_SLACK_US, 40), False),  # from the future
+    ],
+)
+def test_sm_ratios_keeps_only_believable_samples(sample: SimpleNamespace, kept: bool) -> None:
+    ratios, newest = sm_ratios([sample], since_us=1_000, now_us=2_000, pids={7})
+    assert ratios == ({7: 0.40} if kept else {})
+    assert newest == (int(sample.timeStamp) if kept else 1_000)  # garbage never moves it
+
+
+def test_sm_ratios_averages_a_pid_and_without_a_list_takes_any_nonzero_pid() -> None:
+    samples = [_sample(7, 1_100, 20), _sample(7, 1_200, 40), _sample(8, 1_300, 100)]
+    assert sm_ratios(samples, 1_000, 2_000) == ({7: pytest.approx(0.30), 8: 1.0}, 1_300)
+
+
+def _entries(size: int, rows: list[tuple[int, int]], capacity: int) -> bytes:
+    buf = bytearray([UNWRITTEN]) * (capacity * 32)
+    for i, (pid, mem) in enumerate(rows):
+        entry = PROCESS_ENTRY.pack(pid, mem, 0xFFFFFFFF, 0xFFFFFFFF)
+        if size == 32:
+            entry += (0).to_bytes(8, "little")  # usedGpuCcProtectedMemory
+        buf[i * size : i * size + size] = entry
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("size", [24, 32])
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 4, 9])
+def test_process_entries_are_read_at_the_size_the_driver_wrote(size: int, count: int) -> None:
+    rows = [(1000 + i, (i + 1) << 20) for i in range(count)]
+    raw = _entries(size, rows, capacity=count * 2 + 5)
+    got = parse_process_entries(raw, count)
+    assert [(e.pid, e.usedGpuMemory) for e in got] == rows
+    if count >= 2:
+        assert process_entry_size(raw, count) == size
+
+
+def test_process_entry_size_with_a_driver_that_zeroes_the_rest_of_the_buffer() -> None:
+    rows = [(1000, 1 << 20), (1001, 2 << 20)]
+    raw = bytearray(_entries(24, rows, capacity=9))
+    raw[48:] = bytes(len(raw) - 48)
+    assert process_entry_size(bytes(raw), 2) == 24
+
+
+def test_process_memory_not_available_reads_as_none() -> None:
+    raw = _entries(24, [(5, NVML_VALUE_NOT_AVAILABLE)], capacity=6)
+    assert parse_process_entries(raw, 1) == [ProcessEntry(5, None)]
+
+
+def test_v1_memory_takes_off_the_reserved_memory_v2_last_reported() -> None:
+    assert v1_memory(1_500.0, 500.0, 2_000.0, None) == {
+        "used": 1_500.0,
+        "free": 500.0,
+        "total": 2_000.0,
+    }
+    assert v1_memory(1_500.0, 500.0, 2_000.0, 300.0) == {
+        "used": 1_200.0,
+        "free": 500.0,
+        "total": 2_000.0,
+        "reserved": 300.0,
+    }
+    assert v1_memory(100.0, 1_900.0, 2_000.0, 300.0)["used"] == 0.0  # never negative

@@ -17,6 +17,14 @@
  * {char name[56]; uint64 count}, record 0 = "total". Tests and the benchmark read it from
  * outside the agent to assert that a scrape makes no NVML call.
  *
+ * Awkward on purpose, as real drivers are (each selectable per scenario, see scenario.md):
+ * process entries of 32 bytes on the R535 drivers that wrote them, a process-utilization
+ * buffer of fixed size padded with pid-0 entries, samples over 100 % or stamped in the
+ * future, v1 memory counting the reserved memory as used, MPS clients listed only by the MPS
+ * call, an event wait that answers GPU_IS_LOST and stays broken, event data naming the GPU
+ * by a handle other than the one nvmlDeviceGetHandleByIndex gave, a GPU answering
+ * NVML_ERROR_UNKNOWN, and a GPU whose handle call answers NO_PERMISSION.
+ *
  * Build: gcc -shared -fPIC -O2 -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 fake_nvml.c -lpthread
  */
 #define _GNU_SOURCE
@@ -39,6 +47,7 @@ enum {
     NVML_ERROR_NOT_SUPPORTED = 3, NVML_ERROR_NO_PERMISSION = 4, NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7, NVML_ERROR_DRIVER_NOT_LOADED = 9, NVML_ERROR_TIMEOUT = 10,
     NVML_ERROR_GPU_IS_LOST = 15, NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13,
     NVML_ERROR_UNKNOWN = 999,
 };
 #define NVML_EVENT_TYPE_XID 0x8ULL
@@ -63,7 +72,14 @@ typedef struct {
     unsigned int pid;
     unsigned long long usedGpuMemory;
     unsigned int gpuInstanceId, computeInstanceId;
-} nvmlProcessInfo_t;
+} nvmlProcessInfo_t; /* 24 bytes: nvml.h's v3 before 535.43, and again from the drivers
+                        that have nvmlDeviceGetRunningProcessDetailList */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+    unsigned long long usedGpuCcProtectedMemory;
+} nvmlProcessInfoCc_t; /* 32 bytes: what R535 drivers 535.43-535.86 and 535.104.05+ write */
 typedef struct {
     unsigned int pid;
     unsigned long long timeStamp;
@@ -100,12 +116,13 @@ struct gpu {
     char uuid[96], name[96], bus[32];
     unsigned util, memutil, temp, power_mw, sm_mhz, mem_mhz, replay, pcie_tx, pcie_rx;
     unsigned long long total, used, free, reserved, energy_mj, reasons, ecc_corr, ecc_uncorr;
-    int pstate, lost, mig_mode, pcie_delay_ms, init_lost;
-    unsigned unsupported;
+    int pstate, lost, mig_mode, pcie_delay_ms, init_lost, no_permission, util_buffer;
+    unsigned unsupported, unknown; /* field bits answering NOT_SUPPORTED / UNKNOWN */
+    int unknown_all;               /* every call on the GPU answers NVML_ERROR_UNKNOWN */
 };
 struct mig { int gpu; unsigned gi, ci; char uuid[96]; unsigned long long total, used, free; };
 struct proc {
-    int gpu, mig, has_mem, has_sm, late;
+    int gpu, mig, has_mem, has_sm, late, mps, future;
     unsigned pid, sm, memutil;
     unsigned long long mem;
 };
@@ -126,6 +143,8 @@ static struct stat sc_stat;
 static int initialized;
 static int revealed[MAXGPU]; /* "late" processes show once a size query has been answered */
 static handle_t gpu_handles[MAXGPU];
+/* Event data names the GPU by these: same GPU, another address than gpu_handles[]. */
+static handle_t event_handles[MAXGPU];
 static handle_t mig_handles[MAXGPU][MAXMIG];
 
 /* ---- call counting ------------------------------------------------------------------ */
@@ -148,7 +167,8 @@ enum fid {
     C_nvmlDeviceGetMigMode, C_nvmlDeviceGetMaxMigDeviceCount,
     C_nvmlDeviceGetMigDeviceHandleByIndex, C_nvmlDeviceGetGpuInstanceId,
     C_nvmlDeviceGetComputeInstanceId, C_nvmlDeviceGetSupportedEventTypes, C_nvmlEventSetCreate,
-    C_nvmlDeviceRegisterEvents, C_nvmlEventSetWait_v2, C_nvmlEventSetFree, C_COUNT
+    C_nvmlDeviceRegisterEvents, C_nvmlEventSetWait_v2, C_nvmlEventSetFree,
+    C_nvmlDeviceGetMPSComputeRunningProcesses_v3, C_COUNT
 };
 static const char *FID_NAMES[C_COUNT] = {
     "total", "nvmlInitWithFlags", "nvmlInit_v2", "nvmlShutdown", "nvmlErrorString",
@@ -165,6 +185,7 @@ static const char *FID_NAMES[C_COUNT] = {
     "nvmlDeviceGetMigDeviceHandleByIndex", "nvmlDeviceGetGpuInstanceId",
     "nvmlDeviceGetComputeInstanceId", "nvmlDeviceGetSupportedEventTypes", "nvmlEventSetCreate",
     "nvmlDeviceRegisterEvents", "nvmlEventSetWait_v2", "nvmlEventSetFree",
+    "nvmlDeviceGetMPSComputeRunningProcesses_v3",
 };
 
 static void map_counters(void) {
@@ -264,6 +285,12 @@ static int parse_gpu(struct scenario *s, char **k, char **v, int n, int line) {
         else if (!strcmp(key, "pcie_rx_kbs")) g->pcie_rx = (unsigned)num(val);
         else if (!strcmp(key, "pcie_delay_ms")) g->pcie_delay_ms = (int)num(val);
         else if (!strcmp(key, "unsupported")) g->unsupported = parse_fields(v[i], line);
+        else if (!strcmp(key, "unknown")) {
+            if (!strcmp(val, "all")) g->unknown_all = 1;
+            else g->unknown = parse_fields(v[i], line);
+        }
+        else if (!strcmp(key, "no_permission")) g->no_permission = (int)num(val);
+        else if (!strcmp(key, "util_buffer")) g->util_buffer = (int)num(val);
         else fprintf(stderr, "fake-nvml: line %d: unknown gpu key %s\n", line, key);
     }
     return 0;
@@ -322,6 +349,8 @@ static struct scenario *parse_file(const char *path) {
                 else if (!strcmp(k[i], "memutil")) pr->memutil = (unsigned)num(v[i]);
                 else if (!strcmp(k[i], "mig")) pr->mig = (int)num(v[i]);
                 else if (!strcmp(k[i], "late")) pr->late = (int)num(v[i]);
+                else if (!strcmp(k[i], "mps")) pr->mps = (int)num(v[i]);
+                else if (!strcmp(k[i], "future")) pr->future = (int)num(v[i]);
             }
         } else if (!strcmp(kind, "xid")) {
             if (s->nxid >= MAXXID) continue;
@@ -380,6 +409,7 @@ static struct gpu *resolve(nvmlDevice_t h, int *mig, nvmlReturn_t *err) {
     if (!h || h->gpu < 0 || h->gpu >= sc->ngpu) { *err = NVML_ERROR_INVALID_ARGUMENT; return NULL; }
     struct gpu *g = &sc->gpus[h->gpu];
     if (g->lost) { *err = NVML_ERROR_GPU_IS_LOST; return NULL; }
+    if (g->unknown_all) { *err = NVML_ERROR_UNKNOWN; return NULL; }
     if (mig) *mig = h->kind == 1 ? h->mig : -1;
     if (h->kind == 1 && (h->mig >= sc->nmig[h->gpu] || !g->mig_mode)) {
         *err = NVML_ERROR_INVALID_ARGUMENT;
@@ -394,6 +424,7 @@ static int supported(struct gpu *g, enum field f) { return !(g->unsupported & (1
     int _mig; struct gpu *g = resolve(h, &_mig, &_r); \
     if (!g) goto out; \
     if (!supported(g, field)) LEAVE(NVML_ERROR_NOT_SUPPORTED); \
+    if (g->unknown & (1u << (field))) LEAVE(NVML_ERROR_UNKNOWN); \
     (void)_mig
 
 /* ---- the API ------------------------------------------------------------------------ */
@@ -409,6 +440,8 @@ const char *nvmlErrorString(nvmlReturn_t r) {
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case NVML_ERROR_TIMEOUT: return "Timeout";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
     case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument Version Mismatch";
     default: return "Unknown Error";
     }
@@ -423,6 +456,7 @@ static nvmlReturn_t do_init(void) {
         initialized++;
         for (int i = 0; i < MAXGPU; i++) {
             gpu_handles[i] = (handle_t){0, i, -1};
+            event_handles[i] = (handle_t){0, i, -1};
             for (int m = 0; m < MAXMIG; m++) mig_handles[i][m] = (handle_t){1, i, m};
         }
     }
@@ -472,6 +506,8 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
     maybe_reload();
     if ((int)index >= sc->ngpu) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     if (sc->gpus[index].lost) LEAVE(NVML_ERROR_GPU_IS_LOST);
+    /* NVML counts GPUs the caller may not open (cgroup device rules, permissions). */
+    if (sc->gpus[index].no_permission) LEAVE(NVML_ERROR_NO_PERMISSION);
     *device = &gpu_handles[index];
     EXIT;
 }
@@ -540,7 +576,8 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t *m) {
         struct mig *mi = &sc->migs[h->gpu][_mig];
         *m = (nvmlMemory_t){mi->total, mi->free, mi->used};
     } else {
-        *m = (nvmlMemory_t){g->total, g->free, g->used};
+        /* v1 `used` is allocated + reserved; v2 separates the two (nvml.h). */
+        *m = (nvmlMemory_t){g->total, g->free, g->used + g->reserved};
     }
     EXIT;
 }
@@ -549,6 +586,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t *m) {
     ENTER(nvmlDeviceGetMemoryInfo_v2);
     DEVICE(h, F_MEMORY);
     if (!supported(g, F_MEMORY_V2)) LEAVE(NVML_ERROR_NOT_SUPPORTED);
+    if (g->unknown & (1u << F_MEMORY_V2)) LEAVE(NVML_ERROR_UNKNOWN);
     if (m->version != NVML_MEMORY_V2_VERSION) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     if (_mig >= 0) {
         struct mig *mi = &sc->migs[h->gpu][_mig];
@@ -658,42 +696,80 @@ out:
     return _r;
 }
 
-static int proc_visible(const struct proc *p, int gpu, int mig) {
-    if (p->gpu != gpu || p->mig != mig) return 0;
+static int proc_visible(const struct proc *p, int gpu, int mig, int mps) {
+    if (p->gpu != gpu || p->mig != mig || p->mps != mps) return 0;
     return !p->late || revealed[gpu];
 }
 
-nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *n,
-                                                     nvmlProcessInfo_t *infos) {
-    ENTER(nvmlDeviceGetComputeRunningProcesses_v3);
+/* Bytes per process entry this "driver" writes: 32 on the R535 drivers that carried
+ * usedGpuCcProtectedMemory in nvmlProcessInfo_v3_t (535.43-535.86 and 535.104.05 onward
+ * on that branch), 24 on everything else. The caller's idea of the layout does not matter:
+ * the driver writes its own. */
+static size_t process_entry_size(void) {
+    unsigned major = 0, minor = 0, patch = 0;
+    sscanf(sc->driver, "%u.%u.%u", &major, &minor, &patch);
+    if (major != 535) return sizeof(nvmlProcessInfo_t);
+    if ((minor >= 43 && minor <= 86) || minor > 104 || (minor == 104 && patch >= 5))
+        return sizeof(nvmlProcessInfoCc_t);
+    return sizeof(nvmlProcessInfo_t);
+}
+
+static nvmlReturn_t list_processes(nvmlDevice_t h, unsigned int *n, void *out, int mps) {
+    nvmlReturn_t _r = NVML_SUCCESS;
     DEVICE(h, F_PROCESSES);
     if (!n) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     unsigned have = 0;
-    for (int i = 0; i < sc->nproc; i++) have += proc_visible(&sc->procs[i], h->gpu, _mig);
-    if (have > *n || (!infos && have > 0)) {
+    for (int i = 0; i < sc->nproc; i++) have += proc_visible(&sc->procs[i], h->gpu, _mig, mps);
+    if (have > *n || (!out && have > 0)) {
         /* Real NVML: the caller's buffer is too small; *n says how many there are now. */
         *n = have;
-        if (!infos || *n == 0) revealed[h->gpu] = 1; /* processes that start right after */
+        if (!out || *n == 0) revealed[h->gpu] = 1; /* processes that start right after */
         LEAVE(NVML_ERROR_INSUFFICIENT_SIZE);
     }
+    size_t size = process_entry_size();
     unsigned j = 0;
     for (int i = 0; i < sc->nproc; i++) {
         struct proc *p = &sc->procs[i];
-        if (!proc_visible(p, h->gpu, _mig)) continue;
-        infos[j].pid = p->pid;
-        infos[j].usedGpuMemory = p->has_mem ? p->mem : NVML_VALUE_NOT_AVAILABLE;
+        if (!proc_visible(p, h->gpu, _mig, mps)) continue;
+        nvmlProcessInfoCc_t e = {0};
+        e.pid = p->pid;
+        e.usedGpuMemory = p->has_mem ? p->mem : NVML_VALUE_NOT_AVAILABLE;
         if (_mig >= 0) {
-            infos[j].gpuInstanceId = sc->migs[h->gpu][_mig].gi;
-            infos[j].computeInstanceId = sc->migs[h->gpu][_mig].ci;
+            e.gpuInstanceId = sc->migs[h->gpu][_mig].gi;
+            e.computeInstanceId = sc->migs[h->gpu][_mig].ci;
         } else {
-            infos[j].gpuInstanceId = NO_INSTANCE;
-            infos[j].computeInstanceId = NO_INSTANCE;
+            e.gpuInstanceId = NO_INSTANCE;
+            e.computeInstanceId = NO_INSTANCE;
         }
+        e.usedGpuCcProtectedMemory = 0;
+        memcpy((char *)out + j * size, &e, size);
         j++;
     }
     *n = j;
-    EXIT;
+out:
+    return _r;
 }
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *n, void *infos) {
+    count(C_nvmlDeviceGetComputeRunningProcesses_v3);
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t r = list_processes(h, n, infos, 0);
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* MPS clients are listed here only; the compute list holds the MPS server. */
+nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *n,
+                                                        void *infos) {
+    count(C_nvmlDeviceGetMPSComputeRunningProcesses_v3);
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t r = list_processes(h, n, infos, 1);
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+/* A sample stamped ~11.6 days ahead: a bogus timestamp as drivers have been seen to give. */
+#define FUTURE_US 1000000000000ULL
 
 nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, nvmlProcessUtilizationSample_t *u,
                                              unsigned int *n, unsigned long long last_seen) {
@@ -701,23 +777,34 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, nvmlProcessUtilizat
     DEVICE(h, F_PROCESS_UTIL);
     if (g->mig_mode || _mig >= 0) LEAVE(NVML_ERROR_NOT_SUPPORTED);
     if (!n) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    /* One sample per process, stamped now: every poll sees one fresh sample per process. */
-    unsigned long long ts = now_us();
+    /* One sample per process per poll, stamped now (or far ahead for `future=1`), returned
+     * when newer than last_seen. */
+    unsigned long long now = now_us();
     unsigned have = 0;
     for (int i = 0; i < sc->nproc; i++) {
         struct proc *p = &sc->procs[i];
-        have += proc_visible(p, h->gpu, -1) && p->has_sm;
+        unsigned long long ts = p->future ? now + FUTURE_US : now;
+        have += p->gpu == h->gpu && p->mig < 0 && (!p->late || revealed[h->gpu]) && p->has_sm &&
+                ts > last_seen;
     }
-    if (have == 0 || ts <= last_seen) LEAVE(NVML_ERROR_NOT_FOUND);
-    if (!u || *n < have) { *n = have; LEAVE(NVML_ERROR_INSUFFICIENT_SIZE); }
+    if (have == 0) LEAVE(NVML_ERROR_NOT_FOUND);
+    /* `util_buffer=N`: the size query answers a fixed N, and the fill call hands back all N
+     * entries, the unused ones zero (pid 0, timestamp 0). */
+    unsigned want = g->util_buffer > 0 && (unsigned)g->util_buffer > have ? (unsigned)g->util_buffer
+                                                                         : have;
+    if (!u || *n < want) { *n = want; LEAVE(NVML_ERROR_INSUFFICIENT_SIZE); }
     unsigned j = 0;
     for (int i = 0; i < sc->nproc; i++) {
         struct proc *p = &sc->procs[i];
-        if (!proc_visible(p, h->gpu, -1) || !p->has_sm) continue;
+        unsigned long long ts = p->future ? now + FUTURE_US : now;
+        if (p->gpu != h->gpu || p->mig >= 0 || (p->late && !revealed[h->gpu]) || !p->has_sm ||
+            ts <= last_seen)
+            continue;
         u[j] = (nvmlProcessUtilizationSample_t){p->pid, ts, p->sm, p->memutil, 0, 0};
         j++;
     }
-    *n = j;
+    for (; j < want; j++) u[j] = (nvmlProcessUtilizationSample_t){0, 0, 0, 0, 0, 0};
+    *n = want;
     EXIT;
 }
 
@@ -762,7 +849,7 @@ nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned int *id) {
 }
 
 /* ---- events ------------------------------------------------------------------------- */
-struct event_set { unsigned long long mask[MAXGPU]; unsigned long long seen; };
+struct event_set { unsigned long long mask[MAXGPU]; unsigned long long seen; int broken; };
 typedef struct event_set *nvmlEventSet_t;
 
 nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t h, unsigned long long *types) {
@@ -798,6 +885,11 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
         pthread_mutex_lock(&lock);
         if (!initialized) { pthread_mutex_unlock(&lock); return NVML_ERROR_UNINITIALIZED; }
         maybe_reload();
+        /* A GPU of the set fell off the bus: the wait answers GPU_IS_LOST, and this set stays
+         * broken after the GPU is back; only a new set sees its events again. */
+        for (int i = 0; i < sc->ngpu && !set->broken; i++)
+            if (set->mask[i] && sc->gpus[i].lost) set->broken = 1;
+        if (set->broken) { pthread_mutex_unlock(&lock); return NVML_ERROR_GPU_IS_LOST; }
         struct xid *best = NULL;
         for (int i = 0; i < sc->nxid; i++) {
             struct xid *x = &sc->xids[i];
@@ -807,7 +899,7 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
         }
         if (best) {
             set->seen = best->seq;
-            data->device = &gpu_handles[best->gpu];
+            data->device = &event_handles[best->gpu];
             data->eventType = NVML_EVENT_TYPE_XID;
             data->eventData = best->code;
             data->gpuInstanceId = NO_INSTANCE;
