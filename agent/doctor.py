@@ -1,6 +1,6 @@
 """`vigil doctor`: can each collector run here, and if not, exactly why and what fixes it.
 
-System checks are shared facts (privilege, bcc, tracefs, headers); each collector adds its
+System checks are shared facts (privilege, bcc, tracefs); each collector adds its
 own through ``CollectorSpec.doctor``. Exit status is non-zero when a collector that was
 explicitly enabled (flag, environment or config file) cannot run.
 """
@@ -113,22 +113,9 @@ def tracefs_check() -> Check:
     )
 
 
-def headers_check() -> Check:
-    release = platform.release()
-    build = Path(f"/lib/modules/{release}/build")
-    if (build / "include").exists() or (build / "Makefile").exists():
-        return Check("kernel headers", True, f"{build} -> {build.resolve()}")
-    return Check(
-        "kernel headers",
-        False,
-        f"{build} is missing: bcc compiles probes at load time and needs headers even with BTF",
-        f"apt-get install linux-headers-{release}, or where none exists: {SETUP_FIX} "
-        "(links Debian's generic headers)",
-    )
-
-
 def system_checks() -> list[Check]:
-    return [root_check(), bcc_check(), tracefs_check(), headers_check()]
+    # Kernel headers are the sched collector's check: it knows where the node's root is.
+    return [root_check(), bcc_check(), tracefs_check()]
 
 
 def run_doctor(config: Config, specs: Sequence[CollectorSpec], out: TextIO) -> int:

@@ -26,33 +26,30 @@
 // slower, this probe watching another process 8-10 %, watching the storm 12-20 %, bcc's
 // runqlat 28-31 %.
 //
-// Privilege: CAP_BPF + CAP_PERFMON (or root) to load and attach.
+// Privilege: CAP_BPF + CAP_PERFMON (or root) to load and attach; CAP_SYS_ADMIN before 5.8
+// and on Debian/Ubuntu kernels with perf_event_paranoid > 2; CAP_SYS_RESOURCE before 5.11
+// (maps charged to RLIMIT_MEMLOCK). agent/collectors/sched_preflight.py says which.
 
 #include <uapi/linux/ptrace.h>
 
-#ifndef MAX_THREADS
-// Threads of watched processes (or, in cgroup mode, every thread on the host); the
-// default fits the kernel's default pid_max of 32768.
-#define MAX_THREADS 32768
+// The map sizes come from agent/collectors/sched_probe.py (MAP_SIZES) as -D flags, so
+// that the kernel and user space cannot disagree; the reasons for each are there.
+#if !defined(MAX_THREADS) || !defined(FILTER_SLOTS) || !defined(MAX_GROUPS) || !defined(SLOTS)
+#error "MAX_THREADS, FILTER_SLOTS, MAX_GROUPS and SLOTS come from sched_probe.py as -D flags"
 #endif
-// The "maybe watched" flags: one per thread id modulo this power of two. 65536 covers the
-// default pid_max without two ids sharing a flag; beyond it a shared flag only costs the
-// unwatched sharer a hash lookup. 512 KiB (array elements take 8 bytes).
-#define FILTER_SLOTS 65536
-#ifndef MAX_GROUPS
-// Watched processes, or cgroups in cgroup mode; user space prunes the ones that are gone.
-#define MAX_GROUPS 4096
+#if (FILTER_SLOTS & (FILTER_SLOTS - 1)) || (SLOTS & (SLOTS - 1))
+// Indexes are masked, which the verifier accepts as a bounded access.
+#error "FILTER_SLOTS and SLOTS must be powers of two"
 #endif
-
-// 32 log2 slots of microseconds: slot k holds [2^(k-1), 2^k) us; user space renders
-// slots 1..26 (2 us .. 67.1 s) as buckets and folds the rest into +Inf. A power of two so
-// that the index can be masked, which the verifier accepts as a bounded access.
-#define SLOTS 32
 
 // prev_state bits that mean "blocked" (S D T t X Z P I). A preempted task is reported as
 // R (0) or with a bit above these (TASK_REPORT_MAX, 0x100 since 4.14), so masking tells
 // voluntary switches from involuntary ones on every kernel the tracepoint exists on.
 #define BLOCKED_MASK 0xff
+// prev_state bits of a task's last switch: X (EXIT_DEAD, 0x10) or Z (EXIT_ZOMBIE, 0x20), as
+// the tracepoint's own print format decodes them. sched_process_exit fires before that
+// switch, so the switch is where a dead thread's entry goes away for good.
+#define DEAD_MASK 0x30
 
 enum drop_reason { DROP_THREADS_FULL = 0, DROP_GROUPS_FULL = 1, DROP_REASONS = 2 };
 
@@ -72,7 +69,16 @@ struct group_t {
     u64 migrations;
 };
 
+#ifdef CGROUP_MODE
+// Every live thread on the host (not every thread id: entries go on a thread's last
+// switch, so pid_max does not size it). LRU: should live threads outnumber MAX_THREADS, the
+// least recently switched one loses its timestamps instead of a new thread being refused.
+BPF_TABLE("lru_hash", u32, struct thread_t, threads, MAX_THREADS);
+#else
+// Threads of watched processes, seeded by user space; an exact set (a watched thread is
+// never evicted), so a full map refuses and counts the drop.
 BPF_HASH(threads, u32, struct thread_t, MAX_THREADS);
+#endif
 // Set before a thread enters `threads` (by user space or on fork), cleared only by user
 // space when it rebuilds the flags from `threads`: a flag may be stale (then the hash
 // lookup misses), never missing for a watched thread. Unused in cgroup mode.
@@ -167,6 +173,9 @@ TRACEPOINT_PROBE(sched, sched_switch) {
                     __sync_fetch_and_add(&g->involuntary, 1);
             }
         }
+        // Its last switch: nothing will switch it in again.
+        if (args->prev_state & DEAD_MASK)
+            threads.delete(&prev);
     }
     if (next != 0) {
         struct thread_t *t = watched(next);

@@ -14,7 +14,9 @@ process and follows forks and exits by itself.
 Cost: one inlined array lookup per scheduler event for an unwatched task; on a pinned
 context-switch storm, attaching costs what empty programs cost and watching the storm
 costs less than bcc's runqlat (bench/sched_overhead, bench/RESULTS.md, docs/sched.md).
-Privilege: CAP_BPF + CAP_PERFMON, or root.
+Privilege: CAP_BPF + CAP_PERFMON, or root; where more is needed (CAP_SYS_ADMIN,
+CAP_SYS_RESOURCE) the preflight says so (agent/collectors/sched_preflight.py,
+docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from agent.collectors.sched_cgroup import CgroupNames, cgroup_labels
-from agent.collectors.sched_probe import DROP_REASONS, GroupStats, Probe, SchedProbe
+from agent.collectors.sched_probe import DROP_REASONS, GroupStats, Probe
 from agent.discovery import LABEL_NAMES, Discovery, ProcessInfo, series_labels
 from agent.registry import (
     Check,
@@ -269,17 +271,18 @@ class SchedCollector(SnapshotCollector):
 
 
 def _factory(ctx: Context, options: dict[str, Any]) -> SchedCollector:
-    from agent.collectors.sched_doctor import preflight
+    from agent.collectors.sched_doctor import Setup
 
     mode = str(options["mode"])
+    setup = Setup(mode, str(options["host-root"]), int(options["max-threads"]))
     return SchedCollector(
         discovery=ctx.discovery,
-        loader=lambda m, n: SchedProbe(m, n),
+        loader=setup.load,
         procfs=ctx.config.procfs,
         mode=mode,
         interval=float(options["interval"]),
         max_threads=int(options["max-threads"]),
-        preflight=lambda: preflight(mode),
+        preflight=setup.checks,
     )
 
 
@@ -315,6 +318,13 @@ SPEC = CollectorSpec(
             "size of the kernel's thread map (the default pid_max); raise it on hosts with "
             "more threads in cgroup mode.",
             minimum=1024,
+        ),
+        Option(
+            "host-root",
+            "str",
+            "/",
+            "where the node's root filesystem is mounted (read-only): its kernel headers "
+            "are found there and handed to bcc (the DaemonSet mounts it at /host).",
         ),
     ),
     factory=_factory,

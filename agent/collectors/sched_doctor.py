@@ -1,83 +1,130 @@
-"""Set-up checks of the sched collector: what `vigil doctor` prints, and why it cannot start.
+"""Set-up of the sched collector: the preflight on this host, the header source handed to
+bcc, and what `vigil doctor` prints.
 
-The fast checks (privilege, bcc, tracefs, headers, tracepoint fields) run before the probe
-is loaded, so a missing piece is reported as itself rather than as a compiler error. The
+The preflight (agent/collectors/sched_preflight.py) runs before the probe is loaded, so a
+missing piece is reported as itself rather than as a compiler or verifier error. The
 doctor also compiles and attaches the probe once (about a second).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent import doctor as sysdoctor
-from agent.collectors.sched_probe import PROBE_PATH, REQUIRED_FIELDS, SchedProbe, missing_fields
+from agent.collectors.sched_preflight import (
+    HostFacts,
+    HostPaths,
+    Verdict,
+    gather,
+    merge_header_trees,
+    preflight,
+)
+from agent.collectors.sched_probe import (
+    PROBE_PATH,
+    REQUIRED_FIELDS,
+    SchedProbe,
+    map_bytes,
+    missing_fields,
+)
 from agent.registry import Check, CollectorUnavailable
 
-TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+KSRC = "BCC_KERNEL_SOURCE"
+# A BCC_KERNEL_SOURCE the operator set is theirs to keep; the one the agent sets is not.
+OPERATOR_KSRC = os.environ.get(KSRC)
 
 
-def fields_check() -> Check:
-    what = "scheduler tracepoint fields"
-    root = next((p for p in TRACEFS if (p / "events" / "sched").is_dir()), None)
-    if root is None:
-        return Check(what, False, "no tracefs with sched events", sysdoctor.tracefs_check().fix)
-    missing = missing_fields(root)
-    if missing:
-        return Check(
-            what,
-            False,
-            f"this kernel's tracepoints lack {', '.join(missing)}",
-            "a kernel with the standard sched tracepoints (CONFIG_FTRACE) is needed",
-        )
-    count = sum(len(f) for f in REQUIRED_FIELDS.values())
-    return Check(what, True, f"{count} fields present in {root}/events/sched")
+class Setup:
+    """One host's preflight and header choice, shared by the collector and the doctor."""
+
+    def __init__(
+        self,
+        mode: str = "watched",
+        host_root: str = "/",
+        max_threads: int = 32768,
+        paths: HostPaths | None = None,
+        release: str | None = None,
+    ) -> None:
+        self.mode = mode
+        self.max_threads = max_threads
+        self.paths = paths or HostPaths(host_root=host_root)
+        self.release = release
+        self.facts: HostFacts | None = None
+        self.verdict: Verdict | None = None
+        self._tree: tuple[str, str | None] | None = None
+
+    def run(self) -> Verdict:
+        facts, self._tree = gather(self.paths, self.release)
+        if facts.tracefs is not None:
+            root = Path(self.paths.sys + facts.tracefs.removeprefix("/sys"))
+            facts = replace(facts, missing_fields=tuple(missing_fields(root)))
+        self.facts = facts
+        self.verdict = preflight(facts, self.mode, map_bytes(self.max_threads))
+        return self.verdict
+
+    def checks(self) -> list[Check]:
+        """bcc, then the preflight's checks, first failure first."""
+        verdict = self.run()
+        checks = [sysdoctor.bcc_check(), *verdict.checks]
+        if OPERATOR_KSRC is not None:
+            checks.append(Check(KSRC, True, f"{OPERATOR_KSRC} (set by the operator)"))
+        return checks
+
+    def apply_headers(self, workdir: str | None = None) -> str:
+        """Points bcc at the header source the preflight chose; says which."""
+        if OPERATOR_KSRC is not None:
+            return f"BCC_KERNEL_SOURCE={OPERATOR_KSRC} (set by the operator)"
+        verdict = self.verdict or self.run()
+        os.environ.pop(KSRC, None)
+        source = verdict.header_source
+        if source == "host" and self._tree is not None:
+            build, split = self._tree
+            if self.paths.host_root.rstrip("/") in ("", "/"):
+                return f"host: /lib/modules/{self.facts_release()}/build (bcc's own lookup)"
+            path = build
+            if split is not None:
+                tmp = workdir or os.environ.get("TMPDIR") or "/tmp"
+                path = merge_header_trees(
+                    build, split, f"{tmp}/vigil-kernel-headers-{self.facts_release()}"
+                )
+            os.environ[KSRC] = path
+            return f"host: {build}" + (f" + {split}" if split else "") + f" ({KSRC}={path})"
+        if source == "placed" and verdict.header_path is not None:
+            os.environ[KSRC] = verdict.header_path
+            return f"placed: {verdict.header_path} ({KSRC})"
+        if source == "kheaders":
+            return "kheaders: /sys/kernel/kheaders.tar.xz, unpacked by bcc"
+        return "none"
+
+    def facts_release(self) -> str:
+        return self.facts.release if self.facts else os.uname().release
+
+    def load(self, mode: str, max_threads: int) -> SchedProbe:
+        self.apply_headers()
+        return SchedProbe(mode, max_threads)
 
 
-def cgroup2_check() -> Check:
-    from agent.collectors.sched_cgroup import CgroupNames
-
-    root = CgroupNames().root()
-    if root is None:
-        return Check(
-            "cgroup2 mount",
-            False,
-            "cgroup mode names cgroups through the cgroup2 hierarchy, which is not mounted",
-            "mount -t cgroup2 none /sys/fs/cgroup/unified (or use --collector.sched.mode=watched)",
-        )
-    return Check("cgroup2 mount", True, root)
-
-
-def preflight(mode: str = "watched") -> list[Check]:
-    """The fast checks, first failure first."""
-    root = sysdoctor.root_check()
-    checks = [root, sysdoctor.bcc_check(), sysdoctor.headers_check()]
-    if root.ok:
-        tracefs = sysdoctor.tracefs_check()
-        checks.append(tracefs)
-        if tracefs.ok:
-            checks.append(fields_check())
-    else:
-        # tracefs is mode 0700 on most hosts: without privilege it cannot even be looked at.
-        checks.append(Check("tracefs", False, "not readable without privilege", root.fix))
-    if mode == "cgroup":
-        checks.append(cgroup2_check())
-    return checks
-
-
-def compile_check(mode: str) -> Check:
+def compile_check(setup: Setup) -> Check:
     what = f"probe {PROBE_PATH.name} compiles and attaches"
     try:
-        probe = SchedProbe(mode, 1024)
+        used = setup.apply_headers()
+        probe = SchedProbe(setup.mode, 1024)
     except CollectorUnavailable as exc:
         return Check(what, False, exc.reason, exc.fix)
+    except OSError as exc:  # the merged header view could not be written
+        return Check(what, False, f"preparing the headers failed: {exc}", "a writable $TMPDIR")
     probe.close()
-    return Check(what, True, f"6 tracepoints attached and detached ({mode} mode)")
+    count = len(REQUIRED_FIELDS)
+    return Check(
+        what, True, f"{count} tracepoints attached and detached ({setup.mode} mode), headers {used}"
+    )
 
 
 def doctor(options: dict[str, Any]) -> list[Check]:
-    mode = str(options.get("mode", "watched"))
-    checks = preflight(mode)
+    setup = Setup(str(options.get("mode", "watched")), str(options.get("host-root", "/")))
+    checks = setup.checks()
     if all(c.ok for c in checks):
-        checks.append(compile_check(mode))
+        checks.append(compile_check(setup))
     return checks

@@ -18,8 +18,22 @@ from agent.registry import CollectorUnavailable
 
 PROBE_PATH = Path(__file__).resolve().parent.parent.parent / "probes" / "sched.bpf.c"
 
-SLOTS = 32  # must match SLOTS in probes/sched.bpf.c
-FILTER_SLOTS = 65536  # must match FILTER_SLOTS in probes/sched.bpf.c
+# The probe's map sizes, passed to probes/sched.bpf.c as -D flags (the only definition).
+# 32 log2 slots of microseconds: slot k holds [2^(k-1), 2^k) us; the collector renders
+# slots 1..26 (2 us .. 67.1 s) as buckets and folds the rest into +Inf. A power of two:
+# the probe masks the index.
+SLOTS = 32
+# The "maybe watched" flags: one per thread id modulo this power of two. 65536 covers the
+# default pid_max without two ids sharing a flag; beyond it a shared flag only costs the
+# unwatched sharer a hash lookup. 512 KiB (array elements take 8 bytes).
+FILTER_SLOTS = 65536
+# Watched processes, or cgroups in cgroup mode; the collector prunes the ones that are gone.
+MAX_GROUPS = 4096
+# Bytes per map element besides key and value: the kernel's htab_elem header (48 B on
+# 64-bit) rounded up; only used to say what the maps lock where RLIMIT_MEMLOCK is charged.
+HTAB_ELEM_OVERHEAD = 64
+THREAD_BYTES = 4 + 24  # u32 key, struct thread_t
+GROUP_BYTES = 8 + SLOTS * 8 * 2 + 5 * 8  # u64 key, struct group_t
 DROP_REASONS = ("threads_full", "groups_full")  # index = enum drop_reason in the probe
 
 # Tracepoint fields the probe reads; checked by `vigil doctor` against the running kernel.
@@ -75,6 +89,29 @@ class Probe(Protocol):
     def close(self) -> None: ...
 
 
+def probe_cflags(mode: str, max_threads: int) -> list[str]:
+    """The -D flags that size the probe's maps and pick its mode."""
+    flags = [
+        f"-DMAX_THREADS={max_threads}",
+        f"-DFILTER_SLOTS={FILTER_SLOTS}",
+        f"-DMAX_GROUPS={MAX_GROUPS}",
+        f"-DSLOTS={SLOTS}",
+    ]
+    if mode == "cgroup":
+        flags.append("-DCGROUP_MODE=1")
+    return flags
+
+
+def map_bytes(max_threads: int) -> int:
+    """About what the probe's maps take in the kernel (they are preallocated)."""
+    return (
+        max_threads * (THREAD_BYTES + HTAB_ELEM_OVERHEAD)
+        + MAX_GROUPS * (GROUP_BYTES + HTAB_ELEM_OVERHEAD)
+        + FILTER_SLOTS * 8
+        + GROUP_BYTES
+    )
+
+
 class SchedProbe:
     """probes/sched.bpf.c, compiled and attached; maps read and written through bcc."""
 
@@ -87,9 +124,7 @@ class SchedProbe:
             ) from None
         if not PROBE_PATH.exists():
             raise CollectorUnavailable(f"probe source {PROBE_PATH} is missing")
-        cflags = [f"-DMAX_THREADS={max_threads}"]
-        if mode == "cgroup":
-            cflags.append("-DCGROUP_MODE=1")
+        cflags = probe_cflags(mode, max_threads)
         self.mode = mode
         try:
             self._bpf: Any = bcc.BPF(src_file=str(PROBE_PATH).encode(), cflags=cflags)

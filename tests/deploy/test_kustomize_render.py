@@ -1,5 +1,7 @@
 """`kubectl kustomize deploy/` renders, and what it renders is what a cluster admin is promised:
-an unprivileged agent with three capabilities, least-privilege RBAC, one rollback controller."""
+an unprivileged agent with four capabilities, least-privilege RBAC, one rollback controller;
+the overlays in deploy-overlays/ render too, and everything built in to Kubernetes passes
+strict schema validation (unknown fields rejected)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,14 @@ from agent.config import from_env, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-AGENT_CAPS = {"BPF", "PERFMON", "SYS_PTRACE"}
-HOST_MOUNTS = {"/lib/modules", "/usr/src", "/sys/kernel/tracing"}
+OVERLAYS = ROOT / "deploy-overlays"
+AGENT_CAPS = {"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"}
+# mountPath in the agent -> hostPath on the node, all read-only.
+HOST_MOUNTS = {"/host": "/", "/sys/kernel/tracing": "/sys/kernel/tracing",
+               "/sys/kernel/debug": "/sys/kernel/debug"}  # fmt: skip
+# Paths every Linux node has: a hostPath of type Directory elsewhere (/usr/src) keeps the
+# pod from starting on images without it.
+ON_EVERY_NODE = {"/", "/sys/kernel/tracing", "/sys/kernel/debug"}
 
 
 def kustomize_command() -> list[str]:
@@ -37,15 +45,19 @@ def kustomize_command() -> list[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
+def render(path: Path) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [*kustomize_command(), str(DEPLOY)], capture_output=True, text=True, timeout=120
+        [*kustomize_command(), str(path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     # "Renders cleanly": no deprecation or other warnings either.
     assert proc.stderr.strip() == "", proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    return render(DEPLOY)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -104,9 +116,9 @@ def test_agent_runs_on_gpu_nodes_with_bcc_mounts(rendered: list[dict[str, Any]])
     volumes = {v["name"]: v for v in pod["volumes"]}
     (agent,) = pod["containers"]
     mounts = {m["mountPath"]: m for m in agent["volumeMounts"]}
-    for path in HOST_MOUNTS:
+    for path, host_path in HOST_MOUNTS.items():
         assert mounts[path].get("readOnly") is True, path
-        assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path
+        assert volumes[mounts[path]["name"]]["hostPath"]["path"] == host_path
     # Everything the agent writes goes to a volume: the root filesystem is read-only.
     assert "/tmp" in mounts and "/var/lib/vigil" in mounts
 
@@ -180,11 +192,7 @@ def test_agent_rbac_is_read_only_pods(rendered: list[dict[str, Any]]) -> None:
 
 
 def test_rollback_controller_rbac_matches_its_actions(rendered: list[dict[str, Any]]) -> None:
-    assert rules_of(rendered, "ClusterRole", "vigil-rollback-controller") == {
-        ("apps", "deployments", "get", "*"),
-        ("apps", "deployments", "patch", "*"),
-        ("apps", "replicasets", "list", "*"),
-    }
+    # Rights on Deployments are granted per namespace (tests/deploy/test_rollback_rbac.py).
     assert rules_of(rendered, "Role", "vigil-rollback-controller-lease") == {
         ("coordination.k8s.io", "leases", "create", "*"),
         ("coordination.k8s.io", "leases", "get", "vigil-rollback-controller"),
@@ -294,3 +302,120 @@ def test_every_namespaced_object_is_in_vigil(rendered: list[dict[str, Any]]) -> 
     for d in rendered:
         if d["kind"] not in cluster_scoped:
             assert d["metadata"].get("namespace") == "vigil", d["metadata"]["name"]
+
+
+# --- the agent starts on every node image (docs/compatibility.md) ----------------------
+
+
+def test_agent_starts_where_usr_src_is_absent(rendered: list[dict[str, Any]]) -> None:
+    """kubelet refuses to start a pod whose hostPath of type Directory is missing: only
+    paths every node has may be required, and the headers are found under the host root."""
+    pod = find(rendered, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]
+    for v in pod["volumes"]:
+        host = v.get("hostPath")
+        if host is None:
+            continue
+        assert not host["path"].startswith(("/usr/src", "/lib/modules")), v
+        if host.get("type") == "Directory":
+            assert host["path"] in ON_EVERY_NODE, v
+    (agent,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    host_root = next(m for m in agent["volumeMounts"] if m["mountPath"] == "/host")
+    assert env["VIGIL_COLLECTOR_SCHED_HOST_ROOT"] == host_root["mountPath"]
+    # bcc unpacks kheaders into /tmp: on disk, and big enough (docs/compatibility.md).
+    from agent.collectors.sched_preflight import KHEADERS_UNPACKED_BYTES
+
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")["emptyDir"]
+    assert tmp.get("medium") != "Memory"
+    assert int(tmp["sizeLimit"].removesuffix("Mi")) * 2**20 >= 2 * KHEADERS_UNPACKED_BYTES
+
+
+def test_agent_runs_under_the_runtime_default_seccomp_profile(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (agent,) = find(rendered, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]["containers"]
+    assert agent["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+@pytest.fixture(scope="module")
+def sys_admin() -> list[dict[str, Any]]:
+    return render(OVERLAYS / "sys-admin")
+
+
+@pytest.fixture(scope="module")
+def cos_headers() -> list[dict[str, Any]]:
+    return render(OVERLAYS / "cos-headers")
+
+
+def test_sys_admin_overlay_adds_only_sys_admin(
+    rendered: list[dict[str, Any]], sys_admin: list[dict[str, Any]]
+) -> None:
+    base = find(rendered, "DaemonSet", "vigil-agent")
+    ds = find(sys_admin, "DaemonSet", "vigil-agent")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    assert set(agent["securityContext"]["capabilities"]["add"]) == AGENT_CAPS | {"SYS_ADMIN"}
+    agent["securityContext"]["capabilities"]["add"].remove("SYS_ADMIN")
+    assert ds == base
+    assert len(sys_admin) == len(rendered)
+    assert "trade-off" in (OVERLAYS / "sys-admin" / "kustomization.yaml").read_text()
+
+
+def test_cos_overlay_places_headers_where_the_agent_looks(
+    rendered: list[dict[str, Any]], cos_headers: list[dict[str, Any]]
+) -> None:
+    from agent.collectors.sched_preflight import PLACED_HEADERS
+
+    pod = find(cos_headers, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    assert volumes[mounts["/placed"]["name"]]["hostPath"]["path"] == PLACED_HEADERS
+    assert mounts["/host"]["readOnly"] is True
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert init["image"] == pod["containers"][0]["image"]
+    base_pod = find(rendered, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]
+    assert pod["containers"] == base_pod["containers"]
+
+
+def test_the_cos_init_script_compiles(cos_headers: list[dict[str, Any]]) -> None:
+    pod = find(cos_headers, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"][-1] == "-c"
+    compile(init["args"][0], "cos-headers init", "exec")
+
+
+def kubernetes_validate() -> Any:
+    """Kubernetes' OpenAPI schemas per release, offline (PyPI kubernetes-validate)."""
+    try:
+        import kubernetes_validate as kv
+    except ImportError:
+        pytest.fail("kubernetes-validate is missing: pip install -e '.[test]'")
+    return kv
+
+
+BUILT_IN = ("v1", "apps/v1", "rbac.authorization.k8s.io/v1", "policy/v1",
+            "networking.k8s.io/v1", "coordination.k8s.io/v1", "batch/v1")  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["1.25", "1.37"])
+@pytest.mark.parametrize("tree", ["deploy", "sys-admin", "cos-headers"])
+def test_strict_schema_validation(tree: str, version: str) -> None:
+    """Every built-in object against Kubernetes' own OpenAPI schema, unknown fields
+    rejected (the operator CRDs' objects have no schema there)."""
+    kv = kubernetes_validate()
+    docs = render(DEPLOY if tree == "deploy" else OVERLAYS / tree)
+    checked = 0
+    for d in docs:
+        if d["apiVersion"] not in BUILT_IN:
+            continue
+        kv.validate(d, version, strict=True)
+        checked += 1
+    assert checked >= 8
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered: list[dict[str, Any]]) -> None:
+    kv = kubernetes_validate()
+    ds = json.loads(json.dumps(find(rendered, "DaemonSet", "vigil-agent")))
+    ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfil"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(ds, "1.37", strict=True)
