@@ -18,11 +18,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent import __version__, kube
+from agent.auth import INGEST_TOKEN_NAME, BearerAuth, TokenFile, ensure_token
 from agent.config import Config
 from agent.discovery import Discovery
+from agent.drift.ingest import INGEST_CONCURRENCY, SAMPLES_ROUTE
 from agent.registry import CollectorSet, CollectorSpec, Context, Entry, start_collectors
 from agent.server import Server
 from agent.telemetry import OtlpMetricBridge
+from agent.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("vigil.agent")
 
@@ -57,6 +60,9 @@ class Agent:
             resolver=self.pods,
         )
         self.ctx = Context(config=config, discovery=self.discovery)
+        # A bad --web.config.file is a usage error, found before anything starts.
+        web_file = str(config.get("web.config.file") or "")
+        self.web_config = load_web_config(web_file) if web_file else WebConfig()
         self.registry = CollectorRegistry(auto_describe=False)
         self.collectors: CollectorSet | None = None
         self.server: Server | None = None
@@ -79,7 +85,13 @@ class Agent:
         # The agent's own CPU and memory (process_*), for the "Vigil itself" dashboard.
         ProcessCollector(registry=self.registry)
         self.server = Server(
-            self.registry, self.collectors.ready, self.config.listen, routes=self.ctx.routes
+            self.registry,
+            self.collectors.ready,
+            self.config.listen,
+            routes=self.ctx.routes,
+            bearer=self._api_auth() if self.ctx.routes else None,
+            web_config=self.web_config,
+            limits={SAMPLES_ROUTE: INGEST_CONCURRENCY},
         )
         try:
             await self.server.start()
@@ -95,6 +107,29 @@ class Agent:
                 self.registry, endpoint, float(self.config.get("otlp-interval"))
             )
             self.otlp.start()
+
+    def _api_auth(self) -> BearerAuth:
+        """The token of the /v1 APIs: --ingest-token-file, else one generated on first start
+        into the state directory, where the CLI and the client library find it."""
+        given = str(self.config.get("ingest-token-file") or "")
+        if given:
+            log.info("API token", extra={"token_file": given})
+            return BearerAuth(token_file=TokenFile(given))
+        path = self.config.state_dir / INGEST_TOKEN_NAME
+        try:
+            if ensure_token(path):
+                log.info("API token generated", extra={"token_file": str(path)})
+        except OSError as exc:
+            # The agent still serves /metrics; the APIs refuse everyone (503) and say why.
+            log.warning(
+                "cannot create the API token: /v1 APIs refuse every request",
+                extra={
+                    "token_file": str(path),
+                    "error": exc.strerror or str(exc),
+                    "fix": "--state-dir DIR (writable) or --ingest-token-file FILE",
+                },
+            )
+        return BearerAuth(token_file=TokenFile(path))
 
     async def stop(self) -> None:
         if self.server is not None:

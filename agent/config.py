@@ -150,8 +150,16 @@ AGENT_FIELDS: tuple[Field, ...] = (
         "ingest-token-file",
         "str",
         "",
-        "file holding the bearer token required by the "
-        "ingest APIs (/v1/drift/...) when not bound to loopback.",
+        "file holding the bearer token every /v1 API (drift, profiles) requires; "
+        "default: <state-dir>/ingest-token, generated (mode 0600) on first start.",
+        metavar="FILE",
+    ),
+    Field(
+        "web.config.file",
+        "str",
+        "",
+        "TLS and basic auth, in the Prometheus exporter-toolkit web configuration format "
+        "(tls_server_config, basic_auth_users with bcrypt hashes).",
         metavar="FILE",
     ),
 )
@@ -362,6 +370,13 @@ def flatten_yaml(doc: Any, source: str, specs: Sequence[CollectorSpec]) -> dict[
                 raise ConfigError(f"{source}: unknown key {key!r} (allowed: {allowed_text})")
 
     walk(doc, "")
+    for key, value in flat.items():
+        # Flags and the environment are text and parse "false"; YAML has booleans, so a
+        # quoted one is a mistake to point out, not a string to guess at.
+        if known[key].type == "bool" and not isinstance(value, bool):
+            raise ConfigError(
+                f"{source}: {key}: {value!r} is not a boolean; write true or false, without quotes"
+            )
     return flat
 
 

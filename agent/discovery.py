@@ -132,6 +132,10 @@ class ProcessInfo:
     namespace: str = ""
     container: str = ""  # container name when resolved
     sources: frozenset[str] = field(default_factory=frozenset)
+    # The workload that owns the pod (Deployment, StatefulSet …), when the API resolved
+    # it: only on vigil_watched_process_info, which rules join to name a rollback target.
+    workload_kind: str = ""
+    workload: str = ""
 
     @property
     def pod_label(self) -> str:
@@ -314,12 +318,13 @@ class Discovery:
         if ident.unknown_shape:
             self._skip("unknown_cgroup")
             log.debug("cgroup path of unknown shape", extra={"pid": pid, "cgroup": cgroup[:200]})
-        pod = namespace = container = ""
+        pod = namespace = container = workload_kind = workload = ""
         if ident.pod_uid and self.resolver is not None:
             found = self.resolver.lookup(ident.pod_uid)
             if found is not None:
                 pod, namespace, containers = found
                 container = containers.get(ident.container_id, "")
+                workload_kind, workload = self._owner(ident.pod_uid)
         info = ProcessInfo(
             pid=pid,
             comm=comm,
@@ -331,9 +336,17 @@ class Discovery:
             namespace=namespace,
             container=container,
             sources=sources,
+            workload_kind=workload_kind,
+            workload=workload,
         )
         self._cache[(pid, start)] = info
         return info
+
+    def _owner(self, pod_uid: str) -> tuple[str, str]:
+        """(kind, name) of the pod's workload, from resolvers that know owners
+        (agent.kube.PodWatcher); ("", "") from those that only name pods."""
+        owner = getattr(self.resolver, "owner", None)
+        return owner(pod_uid) if owner else ("", "")
 
     def _resolve_late(self, info: ProcessInfo) -> ProcessInfo:
         """Asks the resolver again for a pod it did not know at the process's first sighting
@@ -346,8 +359,14 @@ class Discovery:
         if found is None:
             return info
         pod, namespace, containers = found
+        workload_kind, workload = self._owner(info.pod_uid)
         resolved = replace(
-            info, pod=pod, namespace=namespace, container=containers.get(info.container_id, "")
+            info,
+            pod=pod,
+            namespace=namespace,
+            container=containers.get(info.container_id, ""),
+            workload_kind=workload_kind,
+            workload=workload,
         )
         if resolved != info:
             self.labels_changed = True
@@ -359,7 +378,8 @@ class Discovery:
     def collect(self) -> Iterable[Metric]:
         info = GaugeMetricFamily(
             "vigil_watched_process_info",
-            "A process Vigil watches, with its pod attribution (value is always 1).",
+            "A process Vigil watches, with its pod attribution and the workload that owns "
+            "the pod (value is always 1).",
             labels=[
                 "pid",
                 "comm",
@@ -369,6 +389,8 @@ class Discovery:
                 "pod_uid",
                 "container_id",
                 "source",
+                "workload_kind",
+                "workload",
             ],
         )
         for p in sorted(self._watched.values(), key=lambda p: p.pid):
@@ -382,6 +404,8 @@ class Discovery:
                     p.pod_uid,
                     p.container_id,
                     ",".join(sorted(p.sources)),
+                    p.workload_kind,
+                    p.workload,
                 ],
                 1.0,
             )

@@ -2,7 +2,10 @@
 
 Measures nothing itself: discovery finds a pod UID and a container id in each watched
 process's cgroup path, and asks :meth:`PodWatcher.lookup` for the pod's name, namespace
-and container names. Source: ``GET /api/v1/pods?fieldSelector=spec.nodeName=<node>``
+and container names, and :meth:`PodWatcher.owner` for the workload that owns the pod
+(a Deployment is derived from its ReplicaSet, as ``kubectl`` shows it), which the
+rollback alerts carry to name what to roll back.
+Source: ``GET /api/v1/pods?fieldSelector=spec.nodeName=<node>``
 (one list, then a watch from its resourceVersion; a new list when the watch expires with
 410 Gone). Cost: one list per start or expiry and one long-lived HTTP stream; memory is a
 few hundred bytes per pod on the node. Privilege: a service account allowed to get, list
@@ -48,6 +51,32 @@ class PodEntry:
     name: str
     namespace: str
     containers: Mapping[str, str]  # container id (no runtime prefix) -> container name
+    workload_kind: str = ""  # Deployment, StatefulSet, DaemonSet, Job, ReplicaSet … or ""
+    workload: str = ""
+
+
+# The label the Deployment controller puts on a ReplicaSet's pods; the ReplicaSet is named
+# "<deployment>-<hash>", so the Deployment's name is the ReplicaSet's minus "-<hash>".
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
+def owning_workload(owner_refs: Iterable[Any] | None, labels: Mapping[str, str]) -> tuple[str, str]:
+    """(kind, name) of the workload that controls a pod: its controller owner reference,
+    with a Deployment's ReplicaSet named as the Deployment; ("", "") for a bare pod.
+
+    Derived from the pod alone (no ReplicaSet read), so the agent needs no RBAC beyond
+    pods: a ReplicaSet whose name does not end in the pod's template hash is reported as
+    the ReplicaSet itself rather than guessed at."""
+    for ref in owner_refs or ():
+        if not _get(ref, "controller", "controller"):
+            continue
+        kind = str(_get(ref, "kind", "kind") or "")
+        name = str(_get(ref, "name", "name") or "")
+        template_hash = labels.get(POD_TEMPLATE_HASH, "")
+        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            return "Deployment", name[: -len(template_hash) - 1]
+        return kind, name
+    return "", ""
 
 
 def strip_container_id(raw: str) -> str:
@@ -86,11 +115,18 @@ def pod_entry(pod: Any) -> PodEntry | None:
             name = _get(cs, "name", "name")
             if cid and name:
                 containers[strip_container_id(str(cid))] = str(name)
+    labels = _get(meta, "labels", "labels") or {}
+    kind, workload = owning_workload(
+        _get(meta, "owner_references", "ownerReferences"),
+        {str(k): str(v) for k, v in labels.items()},
+    )
     return PodEntry(
         uid=str(uid),
         name=str(_get(meta, "name", "name") or ""),
         namespace=str(_get(meta, "namespace", "namespace") or ""),
         containers=containers,
+        workload_kind=kind,
+        workload=workload,
     )
 
 
@@ -139,6 +175,12 @@ class PodWatcher:
         if entry is None:
             return None
         return entry.name, entry.namespace, entry.containers
+
+    def owner(self, pod_uid: str) -> tuple[str, str]:
+        """(kind, name) of the workload that owns the pod; ("", "") when unknown."""
+        with self._lock:
+            entry = self._pods.get(pod_uid)
+        return (entry.workload_kind, entry.workload) if entry else ("", "")
 
     def pods(self) -> dict[str, PodEntry]:
         with self._lock:
@@ -327,6 +369,7 @@ __all__ = [
     "PodWatcher",
     "apply_event",
     "from_config",
+    "owning_workload",
     "pod_entry",
     "start_resolver",
     "strip_container_id",

@@ -15,7 +15,10 @@ rollback by ``vigil rollback-controller`` looks like from the serving side.
 
 With ``--vigil-url`` each batch of inputs is also sent to the Vigil agent's drift ingest
 (``POST /v1/drift/<model>/samples``) under the live version, so that input drift is
-measured on what the model really receives. Standard library only.
+measured on what the model really receives. The agent's API token is read from
+``--vigil-token-file`` (the agent generates it as ``<state-dir>/ingest-token`` on its first
+start; read again until it is there, and after a 401 in case it was rotated), else from
+``$VIGIL_INGEST_TOKEN``. Standard library only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,12 +61,13 @@ def load_version(release_dir: Path) -> Model:
 
 class Server:
     def __init__(
-        self, release_dir: Path, name: str, vigil_url: str | None, token: str | None
+        self, release_dir: Path, name: str, vigil_url: str | None, token_file: Path | None
     ) -> None:
         self.release_dir = release_dir
         self.name = name
         self.vigil_url = vigil_url.rstrip("/") if vigil_url else None
-        self.token = token
+        self.token_file = token_file
+        self.token: str | None = os.environ.get("VIGIL_INGEST_TOKEN") or None
         self.model = load_version(release_dir)
         self.loaded_at = time.time()
         self.reloads = 0
@@ -88,6 +93,9 @@ class Server:
     def forward(self, version: str, rows: list[dict[str, float]]) -> None:
         if not self.vigil_url:
             return
+        if self.token_file is not None and self.token is None:
+            with contextlib.suppress(OSError):
+                self.token = self.token_file.read_text().strip() or None
         body = json.dumps({"version": version, "rows": rows}).encode()
         req = urllib.request.Request(
             f"{self.vigil_url}/v1/drift/{self.name}/samples",
@@ -100,6 +108,10 @@ class Server:
         )
         try:
             urllib.request.urlopen(req, timeout=2).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401 and self.token_file is not None:
+                self.token = None  # read the file again: the token may have been rotated
+            log.warning("drift samples refused by %s: HTTP %s", self.vigil_url, exc.code)
         except OSError as exc:
             log.warning("drift samples not delivered to %s: %s", self.vigil_url, exc)
 
@@ -160,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     p.add_argument("--model", default="demo", help="model name reported to Vigil (default demo)")
     p.add_argument("--vigil-url", help="Vigil agent to send inputs to, e.g. http://127.0.0.1:9475")
-    p.add_argument("--vigil-token-file", help="bearer token for a non-loopback agent")
+    p.add_argument(
+        "--vigil-token-file",
+        type=Path,
+        help="the agent's API token (its <state-dir>/ingest-token); else $VIGIL_INGEST_TOKEN",
+    )
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    token = Path(ns.vigil_token_file).read_text().strip() if ns.vigil_token_file else None
     try:
-        server = Server(ns.release_dir, ns.model, ns.vigil_url, token)
+        server = Server(ns.release_dir, ns.model, ns.vigil_url, ns.vigil_token_file)
     except OSError as exc:
         print(f"model-server: {ns.release_dir}/current: {exc.strerror}", file=sys.stderr)
         return 1

@@ -46,7 +46,8 @@ ln -sfn v3 "$MODELS/current"
 "$VIGIL" rollback-controller --listen "127.0.0.1:$CONTROLLER_PORT" --state-dir "$DEMO_DIR/controller" \
     --release-dir "$MODELS" > "$DEMO_DIR/controller.log" 2>&1 & PIDS+=($!)
 "$PY" "$ROOT/examples/model_server.py" --release-dir "$MODELS" --listen "127.0.0.1:$MODEL_PORT" \
-    --model demo --vigil-url "http://127.0.0.1:$AGENT_PORT" > "$DEMO_DIR/model-server.log" 2>&1 & PIDS+=($!)
+    --model demo --vigil-url "http://127.0.0.1:$AGENT_PORT" \
+    --vigil-token-file "$DEMO_DIR/agent/ingest-token" > "$DEMO_DIR/model-server.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$CONTROLLER_PORT/readyz"   # it has written its token by now
 
 "$PY" "$ROOT/scripts/gen-alerts" --for 5s -o "$DEMO_DIR/rules.yml"
@@ -96,6 +97,10 @@ say "journal: $(curl -s -H "Authorization: Bearer $(cat "$DEMO_DIR/controller/ro
     "http://127.0.0.1:$CONTROLLER_PORT/v1/rollbacks" | "$PY" -c 'import json, sys
 for r in json.load(sys.stdin)["rollbacks"]:
     print("rollback %s: %s | %s %s -> %s" % (r["id"], r["reason"], r["target"], r["plan"], r["result"]))')"
+say "drift: $(curl -s -H "Authorization: Bearer $(cat "$DEMO_DIR/agent/ingest-token")" \
+    "http://127.0.0.1:$AGENT_PORT/v1/drift" | "$PY" -c 'import json, sys
+for r in json.load(sys.stdin)["references"]:
+    print("%s %s: %s samples, detected %s" % (r["model"], r["version"], r["samples_total"], r["detected"]))')"
 [ "$ONCE" = 1 ] && exit 0
 say "running; Ctrl-C stops everything (Prometheus UI: http://127.0.0.1:$PROM_PORT/alerts)"
 wait

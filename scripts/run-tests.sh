@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole suite. pytest exits 5 when it collected nothing: that is a failure here.
+#
+# Two workers (pytest-xdist): most tests wait on real servers, BPF loads and py-spy windows
+# rather than use a core, so two halve the wall time on a 2-core machine. `make test
+# ARGS="-n 0"` runs them in one process (for -x, --pdb, or to rule out an interaction).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${VIGIL_TEST_WORKERS:-2}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "run-tests: pytest ran no test; treating that as a failure" >&2

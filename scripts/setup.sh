@@ -45,8 +45,10 @@ install_system_packages() {
         log "no apt-get: not a Debian system; install python3-bpfcc, kernel headers, prometheus and prometheus-alertmanager yourself"
         return 0
     fi
+    # xz-utils: bcc unpacks /sys/kernel/kheaders.tar.xz with `tar -xf` on nodes whose
+    # only kernel headers are the kernel's own (CONFIG_IKHEADERS, e.g. Flatcar).
     local pkgs=(python3 python3-venv python3-dev gcc make ca-certificates
-                python3-bpfcc bpfcc-tools)
+                python3-bpfcc bpfcc-tools xz-utils)
     if [ "$MINIMAL" != 1 ]; then
         # Real binaries for the end-to-end tests; linux-perf for `perf bench` in bench/;
         # bpftool to prove BPF programs are detached at shutdown; curl for the demo.
@@ -105,21 +107,43 @@ make_venv() {
         log "creating $VENV from $SYSTEM_PYTHON (with system site-packages, for bcc)"
         "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
     fi
-    local extras="[test,dev]"
-    [ "$MINIMAL" = 1 ] && extras=""
-    # Reinstall only when the dependency list changed.
+    # Exactly the versions and files the lock names (scripts/lock writes it): pip refuses
+    # any download whose sha256 is not in it. The image takes the runtime subset.
+    local lock="$ROOT/requirements.lock"
+    [ "$MINIMAL" = 1 ] && lock="$ROOT/requirements-runtime.lock"
+    # Reinstall only when the lock changed since the last install into this venv.
     local stamp="$VENV/.vigil-deps" want
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16) $extras"
+    want="$(sha256sum "$lock" | cut -d' ' -f1) $(basename "$lock")"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        log "installing Python dependencies into $VENV"
+        log "installing Python dependencies from $(basename "$lock") into $VENV"
         # Hosts with a local wheel mirror configured but absent print one warning per
         # package; they say nothing about this install, so they are filtered out.
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip \
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            --require-hashes -r "$lock" \
             2> >(grep -v 'is ignored: it is neither' >&2)
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT$extras" \
+        # Vigil itself: its dependencies are all in the lock, and the build backend too, so
+        # nothing is fetched unchecked. setuptools reports every editable install with a
+        # multi-line "Editable installation." notice that asks nothing of the user; only
+        # that message is silenced, its errors and other warnings still show.
+        PYTHONWARNINGS="ignore:Editable installation" \
+            "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            --no-deps --no-build-isolation -e "$ROOT" \
             2> >(grep -v 'is ignored: it is neither' >&2)
         echo "$want" > "$stamp"
     fi
+}
+
+# The oldest nvidia-ml-py that pyproject.toml allows, beside the venv (which holds the
+# newest), for tests/gpu/test_gpu_drivers.py to run the GPU collector against both ends.
+install_nvml_floor() {
+    local floor dir
+    floor="$(grep -o '"nvidia-ml-py>=[0-9.]*' "$ROOT/pyproject.toml" | cut -d= -f2)"
+    [ -n "$floor" ] || return 0
+    dir="$ROOT/tests/.build/nvml-$floor"
+    [ -f "$dir/pynvml.py" ] && return 0
+    log "installing nvidia-ml-py $floor into $dir (the pin's lower end, for the tests)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+        --target "$dir" "nvidia-ml-py==$floor" 2> >(grep -v 'is ignored: it is neither' >&2)
 }
 
 main() {
@@ -135,6 +159,7 @@ main() {
         log "not root: skipping system packages, kernel headers and tracefs (the sched collector needs them; run this script as root once)"
     fi
     make_venv
+    [ "$MINIMAL" = 1 ] || install_nvml_floor
     log "ready: $VENV/bin/vigil"
 }
 

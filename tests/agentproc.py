@@ -135,8 +135,31 @@ class AgentProcess:
         assert status == 200, body
         return body
 
-    def get(self, path: str, **kw: Any) -> tuple[int, str]:
+    def get(self, path: str, auth: bool = False, **kw: Any) -> tuple[int, str]:
+        """GET ``path``; ``auth`` adds the agent's API token (the /v1 routes need it)."""
+        if auth:
+            kw["headers"] = {**(kw.get("headers") or {}), **self.auth()}
         return http_get(self.url + path, **kw)
+
+    def token_path(self) -> Path:
+        """Where this agent's API token is: --ingest-token-file, else the one it generated
+        in its state directory (the default one when the args name none)."""
+        args = self.args
+        for flag in ("--ingest-token-file", "--state-dir"):
+            if flag in args:
+                value = Path(args[args.index(flag) + 1])
+                return value if flag == "--ingest-token-file" else value / "ingest-token"
+        state = self.env.get("VIGIL_STATE_DIR") or (
+            "/var/lib/vigil" if os.geteuid() == 0 else str(ROOT / "var")
+        )
+        return Path(state) / "ingest-token"
+
+    def token(self) -> str:
+        return self.token_path().read_text().strip()
+
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate to the /v1 APIs."""
+        return {"Authorization": f"Bearer {self.token()}"}
 
     def logs(self) -> str:
         try:

@@ -24,11 +24,17 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.auth import INGEST_TOKEN_NAME
 from agent.config import default_state_dir
-from agent.drift.ingest import Auth, DriftApi
+from agent.drift.ingest import DriftApi
 from agent.drift.ks import CORRECTIONS
-from agent.drift.monitor import MAX_BOOTSTRAP_ROWS, DriftMonitor, Settings
-from agent.drift.store import ReferenceStore, StoreError
+from agent.drift.monitor import (
+    MAX_BOOTSTRAP_ROWS,
+    UNKNOWN_MODEL_LABEL,
+    DriftMonitor,
+    Settings,
+)
+from agent.drift.store import MAX_FEATURES
 from agent.drift.tail import Tailer
 from agent.registry import (
     Check,
@@ -38,7 +44,7 @@ from agent.registry import (
     Option,
     SnapshotCollector,
 )
-from agent.server import MAX_BODY_BYTES, is_loopback, parse_listen
+from agent.server import MAX_BODY_BYTES
 
 log = logging.getLogger("vigil.drift")
 
@@ -85,8 +91,46 @@ OPTIONS = (
         minimum=0,
         maximum=MAX_BOOTSTRAP_ROWS,  # a capture is held in memory until complete
     ),
+    # The bounds below cap what senders of samples can make the agent hold; see the
+    # "Bounds" section of docs/drift.md. Worst case for bootstrap: bootstrap-max-models x
+    # (bootstrap + window) x bootstrap-max-features x 8 bytes (16 x 10,000 x 128 x 8 =
+    # 164 MB at bootstrap 5,000), inside the DaemonSet's 512 MiB with the agent's own ~200.
+    Option(
+        "bootstrap-max-models",
+        "int",
+        16,
+        "most model versions that may get a reference captured by bootstrap (stored plus "
+        "in progress); samples for further ones are refused (reason bootstrap_limit)",
+        minimum=1,
+    ),
+    Option(
+        "bootstrap-max-features",
+        "int",
+        128,
+        "most features a reference captured by bootstrap may have; wider rows are refused "
+        "(reason too_many_features)",
+        minimum=1,
+        maximum=MAX_FEATURES,
+    ),
+    Option(
+        "max-references",
+        "int",
+        64,
+        "most references held in memory; further files are not loaded and show in "
+        "vigil_drift_reference_load_errors",
+        minimum=1,
+    ),
+    Option(
+        "max-rows",
+        "int",
+        100_000,
+        "most rows one ingest request may carry; larger ones are refused whole "
+        "(reason too_many_rows)",
+        minimum=1,
+    ),
     Option("tail-file", "str", "", "JSON-lines file of logged requests to follow"),
 )
+DEFAULTS = {o.name: o.default for o in OPTIONS}
 
 _MV = ["model", "version"]
 _MVF = ["model", "version", "feature"]
@@ -156,8 +200,15 @@ def render(monitor: DriftMonitor) -> list[Metric]:
         "vigil_drift_rejected_samples",
         "Samples refused, by reason (unknown_model, unknown_feature, missing_feature, "
         "non_numeric, non_finite, malformed, too_large, unauthorized, client_dropped, "
-        "feature_mismatch...).",
+        "feature_mismatch, too_many_rows, too_many_features, bootstrap_limit, "
+        "store_failed...); model is (unknown) for models with no loaded reference.",
         labels=["model", "reason"],
+    )
+    load_errors = GaugeMetricFamily(
+        "vigil_drift_reference_load_errors",
+        "Reference files on disk that are not loaded (corrupt, unreadable or over "
+        "max-references): that model version's drift cannot be detected.",
+        labels=_MV,
     )
     for (model, version), t in sorted(monitor.tracked().items()):
         mv = [model, version]
@@ -178,36 +229,50 @@ def render(monitor: DriftMonitor) -> list[Metric]:
             drifted.add_metric([*mv, feature], 1.0 if r.drifted[i] else 0.0)
     for (model, reason), count in sorted(monitor.rejected.copy().items()):
         rejected.add_metric([model, reason], float(count))
-    return [stat, pval, drifted, detected, window, duration, last, samples, rejected]
+    for labels, count in load_error_series(
+        sorted(monitor.refused), monitor.settings.max_references
+    ):
+        load_errors.add_metric(list(labels), float(count))
+    return [stat, pval, drifted, detected, window, duration, last, samples, rejected, load_errors]
+
+
+def load_error_series(keys: list[tuple[str, str]], limit: int) -> list[tuple[tuple[str, str], int]]:
+    """One series per refused (model, version), at most ``limit`` of them; the rest are
+    summed under (unknown, unknown), so that a directory of junk files cannot grow
+    /metrics without bound."""
+    out = [(key, 1) for key in keys[:limit]]
+    if len(keys) > limit:
+        out.append(((UNKNOWN_MODEL_LABEL, UNKNOWN_MODEL_LABEL), len(keys) - limit))
+    return out
 
 
 def settings(options: dict[str, Any]) -> Settings:
-    alpha = float(options.get("alpha", 0.05))
+    """The options (missing ones at their OPTIONS default) as the monitor's Settings."""
+    o = {**DEFAULTS, **options}
+    alpha = float(o["alpha"])
     if not 0.0 < alpha < 1.0:
         raise CollectorUnavailable(
-            f"alpha {alpha} is not a probability in (0, 1)", "--collector.drift.alpha 0.05"
+            f"alpha {alpha} is not a probability in (0, 1)",
+            f"--collector.drift.alpha {DEFAULTS['alpha']}",
         )
     return Settings(
-        window=int(options.get("window", 5000)),
-        window_seconds=float(options.get("window-seconds", 0.0)),
+        window=int(o["window"]),
+        window_seconds=float(o["window-seconds"]),
         alpha=alpha,
-        correction=str(options.get("correction", "bonferroni")),
-        min_samples=int(options.get("min-samples", 100)),
-        bootstrap=int(options.get("bootstrap", 0)),
+        correction=str(o["correction"]),
+        min_samples=int(o["min-samples"]),
+        bootstrap=int(o["bootstrap"]),
+        bootstrap_max_models=int(o["bootstrap-max-models"]),
+        bootstrap_max_features=int(o["bootstrap-max-features"]),
+        max_references=int(o["max-references"]),
+        max_rows=int(o["max-rows"]),
     )
 
 
 def factory(ctx: Context, options: dict[str, Any]) -> DriftCollector:
     monitor = DriftMonitor(ctx.config.state_dir, settings(options))
-    host, _ = parse_listen(ctx.config.listen)
-    token_file = str(ctx.config.get("ingest-token-file") or "")
-    auth = Auth(token_file, is_loopback(host), ctx.config.listen)
-    ctx.routes.extend(DriftApi(monitor, auth, MAX_BODY_BYTES).routes())
-    if not token_file and not is_loopback(host):
-        log.warning(
-            "drift ingest disabled: not listening on loopback and no ingest token",
-            extra={"listen": ctx.config.listen, "fix": "--ingest-token-file FILE"},
-        )
+    # The routes need the API token whatever the listen address (agent/app.py sets it up).
+    ctx.routes.extend(DriftApi(monitor, MAX_BODY_BYTES).routes())
     interval = float(options.get("check-interval", 30.0))
     return DriftCollector(monitor, interval, str(options.get("tail-file") or ""))
 
@@ -219,6 +284,67 @@ def _exists(path: Path) -> bool:
         return False
 
 
+def ingest_check(config: Any) -> Check:
+    """Where the API token comes from, and whether the agent can read (or make) it."""
+    given = str(config.get("ingest-token-file") or "")
+    path = Path(given) if given else Path(config.state_dir) / INGEST_TOKEN_NAME
+    fix = f"--ingest-token-file FILE, or a writable --state-dir (the token goes to {path})"
+    if path.exists():
+        ok = os.access(path, os.R_OK)
+        detail = f"bearer token from {path}" if ok else f"{path} is not readable"
+        return Check("ingest", ok, detail, fix)
+    if given:
+        return Check("ingest", False, f"token file {given} does not exist", fix)
+    parent = next((p for p in path.parents if _exists(p)), Path("/"))
+    ok = parent.is_dir() and os.access(parent, os.W_OK)
+    detail = (
+        f"bearer token generated at {path} on first start (mode 0600)"
+        if ok
+        else f"cannot generate a token at {path}: {parent} is not writable"
+    )
+    return Check("ingest", ok, detail, fix)
+
+
+def references_check(state: Path, options: dict[str, Any]) -> Check:
+    """Loads the references exactly as the agent would (checksums, max-references) and
+    names every file it would refuse, with the command that repairs the first."""
+    try:
+        s = settings(options)
+    except CollectorUnavailable:  # reported by the settings check; judge with defaults
+        s = settings({})
+    monitor = DriftMonitor(state, s)
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # the check's line says it all; no log line per file
+    try:
+        monitor.sync()
+    except OSError as exc:
+        return Check(
+            "references",
+            False,
+            f"cannot read {monitor.store.refs}: {exc.strerror or exc}",
+            f"check the permissions of {monitor.store.refs}",
+        )
+    finally:
+        log.setLevel(level)
+    where = monitor.store.refs
+    loaded = len(monitor.tracked())
+    if not monitor.refused:
+        return Check("references", True, f"{loaded} loaded from {where}")
+    refused = sorted(monitor.refused.values(), key=lambda e: str(e.path))
+    first = refused[0]
+    m, v = first.model, first.version
+    names = ", ".join(str(e.path) for e in refused[:3]) + (" ..." if len(refused) > 3 else "")
+    return Check(
+        "references",
+        False,
+        f"{loaded} loaded from {where}; {len(refused)} refused, so drift of those model "
+        f"versions cannot be detected: {names}. First: {first.message}",
+        f"vigil drift reference set --model {m} --version {v} FILE (replace it), or "
+        f"vigil drift reference delete --model {m} --version {v} (remove it)"
+        + ("; or raise --collector.drift.max-references" if first.over_limit else ""),
+    )
+
+
 def doctor(options: dict[str, Any], config: Any = None) -> list[Check]:
     checks: list[Check] = []
     try:
@@ -226,26 +352,7 @@ def doctor(options: dict[str, Any], config: Any = None) -> list[Check]:
     except CollectorUnavailable as exc:
         checks.append(Check("settings", False, exc.reason, exc.fix))
     state = Path(config.state_dir) if config is not None else Path(default_state_dir())
-    store = ReferenceStore(state)
-    refs, bad = 0, []
-    try:
-        for _, _, path, _ in store.files():
-            try:
-                store.read_info(path)
-                refs += 1
-            except StoreError as exc:
-                bad.append(str(exc))
-    except OSError as exc:
-        bad.append(f"cannot read {store.refs}: {exc.strerror or exc}")
-    where = store.refs
-    checks.append(
-        Check(
-            "references",
-            not bad,
-            f"{refs} under {where}" + (f"; refused: {bad[0]}" if bad else ""),
-            "vigil drift reference set --model M --version V FILE",
-        )
-    )
+    checks.append(references_check(state, options))
     parent = next((p for p in [state, *state.parents] if _exists(p)), Path("/"))
     writable = os.access(parent, os.W_OK)
     checks.append(
@@ -259,23 +366,7 @@ def doctor(options: dict[str, Any], config: Any = None) -> list[Check]:
         )
     )
     if config is not None:
-        host, _ = parse_listen(config.listen)
-        token = str(config.get("ingest-token-file") or "")
-        open_ok = bool(token) or is_loopback(host)
-        detail = (
-            f"bearer token from {token}"
-            if token
-            else (
-                "no token needed: loopback only"
-                if open_ok
-                else f"disabled: listening on {config.listen} without --ingest-token-file"
-            )
-        )
-        checks.append(
-            Check(
-                "ingest", open_ok, detail, "--ingest-token-file FILE (or --listen 127.0.0.1:9475)"
-            )
-        )
+        checks.append(ingest_check(config))
     tail = str(options.get("tail-file") or "")
     if tail:
         ok = os.access(tail, os.R_OK)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from agent.discovery import LABEL_NAMES, Discovery, series_labels
 from agent.log import log_limited
 from agent.profiling import api, pyroscope
 from agent.profiling.doctor import PYSPY_FIX, doctor
-from agent.profiling.pyspy import MODES, Runner, WindowRun, find_pyspy
+from agent.profiling.pyspy import MODES, Runner, WindowRun, find_pyspy, make_workdir
 from agent.profiling.schedule import CpuBudget, backoff_delay
 from agent.profiling.stacks import WindowSummary, format_collapsed, summarize_window
 from agent.profiling.targets import Target, listing_entry, process_families, profile_view
@@ -133,7 +132,7 @@ class ProfileCollector:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        self._workdir = Path(tempfile.mkdtemp(prefix="vigil-profile-"))
+        self._workdir = make_workdir()
         self._runner = Runner(self.pyspy, self._workdir)
         self._thread = threading.Thread(target=self._loop, name="vigil-profile", daemon=True)
         self._thread.start()

@@ -4,6 +4,7 @@
   vigil drift reference set --model M --version V --bootstrap N
   vigil drift reference list | show --model M --version V | delete --model M --version V
   vigil drift check --model M [--version V]                 the agent's window, checked now
+                                                           (token: <state-dir>/ingest-token)
   vigil drift check --model M --window-file FILE            a file, checked offline
 
 References live under --state-dir (env VIGIL_STATE_DIR; default /var/lib/vigil as root,
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import default_state_dir
+from agent.drift.client import find_token
 from agent.drift.ingest import outcome_json
 from agent.drift.ks import CORRECTIONS, ReferenceSample, SampleError
 from agent.drift.monitor import MAX_BOOTSTRAP_ROWS, Outcome
@@ -172,7 +174,10 @@ def register(sub: Any) -> None:
         help="the running agent (default from VIGIL_LISTEN, else %(default)s)",
     )
     ck.add_argument(
-        "--token-file", metavar="FILE", help="bearer token for an agent that requires one"
+        "--token-file",
+        metavar="FILE",
+        help="the agent's API token (default: env VIGIL_INGEST_TOKEN, VIGIL_INGEST_TOKEN_FILE, "
+        "else <state-dir>/ingest-token, which the agent generates)",
     )
     ck.add_argument(
         "--window-file",
@@ -368,12 +373,13 @@ def _check_agent(ns: argparse.Namespace) -> dict[str, Any]:
     url = f"{ns.agent.rstrip('/')}/v1/drift/{urllib.parse.quote(ns.model, safe='')}/check"
     if ns.model_version:
         url += "?" + urllib.parse.urlencode({"version": ns.model_version})
-    headers = {}
-    if ns.token_file:
-        try:
-            headers["Authorization"] = "Bearer " + Path(ns.token_file).read_text().strip()
-        except OSError as exc:
-            raise CliError(f"cannot read {ns.token_file}: {exc.strerror}") from None
+    # The agent generated its token into the state directory on first start: read it
+    # from there unless told otherwise (--token-file, VIGIL_INGEST_TOKEN[_FILE]).
+    state_dir = ns.state_dir or os.environ.get("VIGIL_STATE_DIR") or default_state_dir()
+    auth = find_token(token_file=ns.token_file, state_dirs=[state_dir])
+    if ns.token_file and auth.token is None:
+        raise CliError(f"--token-file: {auth.tried[-1]}")
+    headers = {"Authorization": f"Bearer {auth.token}"} if auth.token is not None else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
             return dict(json.loads(r.read()))
@@ -382,6 +388,8 @@ def _check_agent(ns: argparse.Namespace) -> dict[str, Any]:
             why = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             why = exc.reason
+        if exc.code == 401:
+            why = f"{why} ({auth.explain()})"
         raise CliError(f"agent at {ns.agent} answered {exc.code}: {why}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -7,24 +7,23 @@
     GET  /v1/drift                   references, windows and the latest decisions
 
 Answers: 200 all rows kept; 422 some rows dropped (the others were kept: do not resend
-them), with the count per reason and the first few messages; 400 malformed body, 401/403
-authentication, 404 unknown model or version, 413 body over the limit (nothing kept).
+them), with the count per reason and the first few messages; 400 malformed body, 401
+no or wrong token, 404 unknown model or version, 408 body too slow, 413 body over the
+limit (nothing kept), 429 too many batches at once (retry after Retry-After).
 Every dropped sample counts in ``vigil_drift_rejected_samples_total{model,reason}``;
 a body that cannot be read at all counts as one. Parsing runs in a worker thread so that
 a large batch never stalls /metrics.
 
-Authentication: with ``--ingest-token-file`` set, every call needs ``Authorization: Bearer
-<token>``; without it, the routes only answer when the agent listens on loopback.
+Authentication and the concurrency limit are the server's front (agent/server.py,
+agent/auth.py): every route here needs ``Authorization: Bearer <token>``, checked before
+the body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,57 +34,24 @@ from agent.drift.parse import (
     Parsed,
     ParseError,
     body_version,
+    client_dropped,
     decode_json,
     parse_document,
     parse_ndjson,
 )
 from agent.drift.store import NAME_RE
+from agent.server import read_body
 
 log = logging.getLogger("vigil.drift.ingest")
 
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
-CHUNK = 64 * 1024  # streamed NDJSON is read in chunks of this size
-
-
-class Auth:
-    """The bearer-token policy; the token file is re-read when it changes (rotation)."""
-
-    def __init__(self, token_file: str, loopback: bool, listen: str) -> None:
-        self.token_file, self.loopback, self.listen = token_file, loopback, listen
-        self._stamp: tuple[int, int] | None = None
-        self._token = ""
-
-    def problem(self, header: str | None) -> tuple[int, str] | None:
-        """None when allowed, else (status, message)."""
-        if not self.token_file:
-            if self.loopback:
-                return None
-            return 403, (
-                f"drift ingest is disabled: the agent listens on {self.listen}, not only on "
-                "loopback, and no --ingest-token-file is set; set one (or listen on 127.0.0.1)"
-            )
-        try:
-            token = self._read()
-        except OSError as exc:
-            return (
-                403,
-                f"drift ingest is disabled: token file {self.token_file} cannot be read "
-                f"({exc.strerror})",
-            )
-        if not token:
-            return 403, f"drift ingest is disabled: token file {self.token_file} is empty"
-        if not header or not header.startswith("Bearer "):
-            return 401, "missing bearer token: send 'Authorization: Bearer <token>'"
-        if not hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode()):
-            return 401, "wrong bearer token"
-        return None
-
-    def _read(self) -> str:
-        st = os.stat(self.token_file)
-        if self._stamp != (st.st_mtime_ns, st.st_size):
-            self._token = Path(self.token_file).read_text().strip()
-            self._stamp = (st.st_mtime_ns, st.st_size)
-        return self._token
+SAMPLES_ROUTE = "/v1/drift/{model}/samples"
+# Batches parsed at once; the next ones get 429. Parsing is CPU-bound under the GIL, so a
+# second batch only overlaps the first one's upload, and every further parser is one
+# more thread a scrape must win the GIL from (bench/ingest_scrape: with 4, scrapes took
+# up to 4 s under load on 2 cores; with 2, about 1 s). Each 8 MiB JSON batch costs
+# ~100 MiB while parsed: 16 at once took 1.3 GiB before this limit.
+INGEST_CONCURRENCY = 2
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -93,34 +59,29 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class DriftApi:
-    def __init__(self, monitor: DriftMonitor, auth: Auth, max_body: int) -> None:
-        self.monitor, self.auth, self.max_body = monitor, auth, max_body
+    def __init__(self, monitor: DriftMonitor, max_body: int) -> None:
+        self.monitor, self.max_body = monitor, max_body
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/v1/drift/{model}/samples", self.samples),
+            web.post(SAMPLES_ROUTE, self.samples),
             web.get("/v1/drift/{model}/check", self.check),
             web.get("/v1/drift", self.index),
         ]
 
     async def samples(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
-        denied = self.auth.problem(request.headers.get("Authorization"))
-        if denied is not None:
-            self.monitor.count_rejected(model, "unauthorized")
-            return _error(*denied)
         if not NAME_RE.match(model):
             self.monitor.count_rejected(model, "unknown_model")
             return _error(404, f"{model[:60]!r} is not a valid model name")
         ndjson = request.content_type in NDJSON_TYPES
         try:
-            raw = await (self._read_stream(request) if ndjson else request.read())
+            # Whole-body reads for JSON and NDJSON alike: client_max_size bounds both, a
+            # chunked body included, and read_body bounds the time (408 when too slow).
+            raw = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             self.monitor.count_rejected(model, "too_large")
             return _error(413, self._too_large(request.content_length))
-        except _TooLarge as exc:
-            self.monitor.count_rejected(model, "too_large")
-            return _error(413, self._too_large(exc.size))
         loop = asyncio.get_running_loop()
         try:
             status, body = await loop.run_in_executor(
@@ -141,26 +102,15 @@ class DriftApi:
         dropped = 0
         if ndjson:
             version, features = self.monitor.resolve(model, qversion)
-            parsed = parse_ndjson(raw.splitlines(), features)
+            parsed = parse_ndjson(raw.splitlines(), features, self.monitor.bounds)
         else:
             doc = decode_json(raw)
             wanted = body_version(doc) or qversion
-            dropped = doc.get("client_dropped", 0)
-            if isinstance(dropped, bool) or not isinstance(dropped, int) or dropped < 0:
-                raise ParseError(f"client_dropped must be a count, got {dropped!r}")
+            dropped = client_dropped(doc)
             version, features = self.monitor.resolve(model, wanted)
-            parsed = parse_document(doc, features)
+            parsed = parse_document(doc, features, self.monitor.bounds)
         accepted = self.monitor.accept(model, version, parsed, dropped)
         return _answer(version, accepted, parsed)
-
-    async def _read_stream(self, request: web.Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(CHUNK):
-            size += len(chunk)
-            if size > self.max_body:
-                raise _TooLarge(request.content_length or size)
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _too_large(self, size: int | None) -> str:
         got = f"{size} bytes" if size else "larger"
@@ -171,9 +121,6 @@ class DriftApi:
 
     async def check(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
-        denied = self.auth.problem(request.headers.get("Authorization"))
-        if denied is not None:
-            return _error(*denied)
         loop = asyncio.get_running_loop()
         try:
             version = self._tracked_version(model, request.query.get("version"))
@@ -218,11 +165,6 @@ class DriftApi:
                 }
             )
         return web.json_response({"references": out, "load_errors": self.monitor.load_errors})
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
 
 
 def _answer(version: str, accepted: int, parsed: Parsed) -> tuple[int, dict[str, Any]]:

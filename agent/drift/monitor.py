@@ -19,13 +19,28 @@ from pathlib import Path
 import numpy as np
 
 from agent.drift.ks import KsResult, ReferenceSample
-from agent.drift.parse import MALFORMED, Parsed
-from agent.drift.store import NAME_RE, ReferenceInfo, ReferenceStore, StoreError
+from agent.drift.parse import MALFORMED, Bounds, Parsed
+from agent.drift.store import (
+    NAME_RE,
+    ReferenceInfo,
+    ReferenceStore,
+    StoreError,
+    check_features,
+)
 from agent.log import log_limited
 
 log = logging.getLogger("vigil.drift")
 
-UNKNOWN_MODEL_LABEL = "(unknown)"  # rejected samples of a model with no reference
+# The model label of every count that is not about a loaded reference: the model name in a
+# request is the sender's to choose, and one series per made-up name would grow /metrics
+# without bound. Names become labels only once a reference is loaded, which the store
+# bounds (--collector.drift.max-references).
+UNKNOWN_MODEL_LABEL = "(unknown)"
+# Reasons of whole-request refusals decided here (parse.py has the per-row ones).
+BOOTSTRAP_LIMIT = "bootstrap_limit"
+STORE_FAILED = "store_failed"
+# Source recorded in references captured from live samples; how captured ones are counted.
+BOOTSTRAP_SOURCE = "bootstrap:"  # hand-set ones say "file: PATH"
 # Captures of not-yet-referenced models held in memory at once: bounds what a stream of
 # made-up model names can cost while --collector.drift.bootstrap is on.
 MAX_PENDING_BOOTSTRAPS = 16
@@ -136,12 +151,29 @@ class Capture:
 
 @dataclass(frozen=True)
 class Settings:
-    window: int = 5000
-    window_seconds: float = 0.0
-    alpha: float = 0.05
-    correction: str = "bonferroni"
-    min_samples: int = 100
-    bootstrap: int = 0
+    """The drift options, resolved; their defaults live in agent/collectors/drift.py OPTIONS."""
+
+    window: int
+    window_seconds: float
+    alpha: float
+    correction: str
+    min_samples: int
+    bootstrap: int
+    bootstrap_max_models: int
+    bootstrap_max_features: int
+    max_references: int
+    max_rows: int
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """A reference file on disk that is not being used, and why."""
+
+    model: str
+    version: str
+    path: Path
+    message: str
+    over_limit: bool = False  # not loaded for want of room (max-references), not damage
 
 
 class DriftMonitor:
@@ -155,41 +187,69 @@ class DriftMonitor:
         self._tracked: dict[tuple[str, str], Tracked] = {}
         self._captures: dict[tuple[str, str], Capture] = {}
         self.rejected: Counter[tuple[str, str]] = Counter()
-        self.load_errors: dict[str, str] = {}  # path → why it was refused
+        self.refused: dict[tuple[str, str], LoadError] = {}  # files not loaded, by key
+        self.bounds = Bounds(settings.max_rows, settings.bootstrap_max_features)
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        """path → why it was refused (for GET /v1/drift)."""
+        return {str(e.path): e.message for e in self.refused.values()}
 
     # -- references ------------------------------------------------------------------
     def sync(self) -> None:
-        """Loads new and changed reference files, forgets deleted ones, reads requests."""
+        """Loads new and changed reference files, forgets deleted ones, reads requests.
+
+        At most ``max_references`` are held: those already loaded keep their place, new
+        files take the room left in name order, and the rest are refused like corrupt ones.
+        """
         seen: set[tuple[str, str]] = set()
-        errors: dict[str, str] = {}
-        for model, version, path, stamp in self.store.files():
+        errors: dict[tuple[str, str], LoadError] = {}
+        files = list(self.store.files())
+        on_disk = {(model, version) for model, version, _, _ in files}
+        with self._lock:
+            room = self.settings.max_references - sum(1 for k in self._tracked if k in on_disk)
+        for model, version, path, stamp in files:
             key = (model, version)
-            seen.add(key)
             current = self._tracked.get(key)
             if current is not None and current.info.stamp == stamp:
+                seen.add(key)
                 continue
-            try:
-                info, ref = self.store.load_path(path)
-            except StoreError as exc:
-                errors[str(path)] = str(exc)
-                log_limited(
-                    log,
-                    logging.ERROR,
-                    f"load:{path}",
-                    "drift reference refused",
-                    every=300.0,
-                    path=str(path),
-                    error=str(exc),
+            over_limit = current is None and room <= 0
+            if over_limit:
+                why = (
+                    f"{path} was not loaded: the agent already holds "
+                    f"{self.settings.max_references} references, the most "
+                    "--collector.drift.max-references allows; delete unused ones with "
+                    "`vigil drift reference delete` or raise the limit"
                 )
-                if current is None:
-                    seen.discard(key)
-                continue
-            self._install(key, info, ref)
+            else:
+                try:
+                    info, ref = self.store.load_path(path)
+                except StoreError as exc:
+                    why = str(exc)
+                else:
+                    seen.add(key)
+                    if current is None:
+                        room -= 1
+                    self._install(key, info, ref)
+                    continue
+                if current is not None:
+                    seen.add(key)  # the last good copy keeps serving
+            errors[key] = LoadError(model, version, path, why, over_limit)
+            log_limited(
+                log,
+                logging.ERROR,
+                f"load:{path}",
+                "drift reference refused",
+                every=300.0,
+                path=str(path),
+                error=why,
+            )
         with self._lock:
             for key in [k for k in self._tracked if k not in seen]:
                 del self._tracked[key]
                 log.info("drift reference removed", extra={"model": key[0], "version": key[1]})
-        self.load_errors = errors
+        self.refused = errors
         self.expire_captures()
         for req in self.store.bootstrap_requests():
             key = (req.model, req.version)
@@ -285,22 +345,52 @@ class DriftMonitor:
             if t is not None:
                 return version, t.ref.feature_names
             cap = self._captures.get((model, version))
-            if cap is None and self.settings.bootstrap > 0:
-                if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
-                    self._expire_locked()
-                if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
-                    raise IngestError(
-                        429,
-                        "bootstrap_limit",
-                        f"{MAX_PENDING_BOOTSTRAPS} references are already being captured; "
-                        f"set one for {model!r} with `vigil drift reference set`",
-                    )
-                cap = self._captures[(model, version)] = Capture(
-                    rows=self.settings.bootstrap, last_sample=self._clock()
-                )
-            if cap is None:
+            if cap is not None:
+                return version, cap.features
+            if self.settings.bootstrap <= 0:
                 raise self._unknown(model, version, versions)
-            return version, cap.features
+            # Refused here, before the body is parsed; the capture itself starts in
+            # accept(), only once a batch brought good rows, so that a refused or
+            # unparseable request never holds a capture slot.
+            refusal = self._bootstrap_refusal_locked(model, version)
+            if refusal is not None:
+                raise refusal
+            return version, None
+
+    def _bootstrap_refusal_locked(self, model: str, version: str) -> IngestError | None:
+        """Why no new capture may start now (the caller holds the lock), or None."""
+        if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
+            self._expire_locked()
+        if len(self._captures) >= MAX_PENDING_BOOTSTRAPS:
+            return IngestError(
+                429,
+                BOOTSTRAP_LIMIT,
+                f"{MAX_PENDING_BOOTSTRAPS} references are already being captured; "
+                f"set one for {model!r} with `vigil drift reference set`",
+            )
+        s = self.settings
+        fix = f"set one with `vigil drift reference set --model {model} --version {version} FILE`"
+        captured = len(self._captures) + sum(
+            1 for t in self._tracked.values() if t.info.source.startswith(BOOTSTRAP_SOURCE)
+        )
+        if captured >= s.bootstrap_max_models:
+            return IngestError(
+                403,
+                BOOTSTRAP_LIMIT,
+                f"no reference is captured for {model!r} {version!r}: {captured} model versions "
+                "already have one captured from live samples, the most "
+                f"--collector.drift.bootstrap-max-models allows; {fix}",
+            )
+        held = len(self._tracked) + len(self._captures)
+        if held >= s.max_references:
+            return IngestError(
+                403,
+                BOOTSTRAP_LIMIT,
+                f"no reference is captured for {model!r} {version!r}: the agent holds {held} "
+                "references, the most --collector.drift.max-references allows; delete unused "
+                f"ones with `vigil drift reference delete`, or {fix}",
+            )
+        return None
 
     def _expire_locked(self) -> list[tuple[str, str]]:
         """Drops idle captures (the caller holds the lock); returns their keys."""
@@ -329,26 +419,49 @@ class DriftMonitor:
         )
 
     def accept(self, model: str, version: str, parsed: Parsed, client_dropped: int = 0) -> int:
-        """Adds parsed rows to the window (or the capture); counts the rejected ones."""
-        label = self.label(model)
+        """Adds parsed rows to the window (or the capture); counts the rejected ones.
+
+        Raises IngestError when the whole batch is refused (nothing kept): no reference and
+        no capture may start, or a completed capture could not be stored.
+        """
+        key = (model, version)
         with self._lock:
+            t = self._tracked.get(key)
+            cap = self._captures.get(key) if t is None else None
+        if len(parsed.values) and t is None and (cap is None or cap.features is None):
+            # These rows would fix a capture's features, which become file content and
+            # metric labels: a bad name drops the batch (422) before any capture starts.
+            try:
+                check_features(parsed.features)
+            except StoreError as exc:
+                parsed.reject(MALFORMED, str(exc), len(parsed.values))
+                parsed.values = parsed.values[:0]
+        with self._lock:
+            t = self._tracked.get(key)
+            cap = self._captures.get(key) if t is None else None
+            if t is None and cap is None:
+                if self.settings.bootstrap <= 0:  # the reference went away since resolve()
+                    raise self._unknown(model, version)
+                if len(parsed.values):  # checked and started at once: no race past a bound
+                    refusal = self._bootstrap_refusal_locked(model, version)
+                    if refusal is not None:
+                        raise refusal
+                    cap = self._captures[key] = Capture(
+                        rows=self.settings.bootstrap, last_sample=self._clock()
+                    )
+            label = self._label_locked(model)
             for reason, count in parsed.rejected.items():
                 self.rejected[(label, reason)] += count
             if client_dropped > 0:
                 self.rejected[(label, "client_dropped")] += client_dropped
-            t = self._tracked.get((model, version))
-            cap = self._captures.get((model, version)) if t is None else None
         values = parsed.values
         if t is None and cap is not None:
             try:
                 values = self._capture(model, version, cap, parsed)
             except _FeatureMismatch as exc:
                 # Answered like other dropped rows: a 422 naming the reason, and counted.
-                parsed.reject(FEATURE_MISMATCH, str(exc), len(parsed.values))
-                with self._lock:
-                    self.rejected[(label, FEATURE_MISMATCH)] += len(parsed.values)
-                return 0
-            t = self.tracked().get((model, version))
+                return self._refuse_batch(label, parsed, FEATURE_MISMATCH, str(exc))
+            t = self.tracked().get(key)
         if t is None or len(values) == 0:
             return len(parsed.values)
         if values.shape[1] != t.ref.n_features:  # the reference was replaced meanwhile
@@ -358,6 +471,13 @@ class DriftMonitor:
         with self._lock:
             t.samples_total += len(values)
         return len(parsed.values)
+
+    def _refuse_batch(self, label: str, parsed: Parsed, reason: str, message: str) -> int:
+        """Drops every row of the batch under ``reason`` (a 422 naming it); returns 0."""
+        parsed.reject(reason, message, len(parsed.values))
+        with self._lock:
+            self.rejected[(label, reason)] += len(parsed.values)
+        return 0
 
     def _capture(self, model: str, version: str, cap: Capture, parsed: Parsed) -> np.ndarray:
         """Feeds a capture; once full, stores the reference. Returns rows left over."""
@@ -382,14 +502,29 @@ class DriftMonitor:
             del self._captures[(model, version)]
         ref = ReferenceSample(np.concatenate(cap.chunks), cap.features)
         try:
-            self.store.save(model, version, ref, f"bootstrap: first {cap.rows} live samples")
+            self.store.save(
+                model, version, ref, f"{BOOTSTRAP_SOURCE} first {cap.rows} live samples"
+            )
             info, ref = self.store.load(model, version)
         except StoreError as exc:
+            # This batch's rows go back out of the capture and the capture stays: the
+            # client is told nothing of this batch was taken, and resending it once the
+            # state directory has room completes the same reference, with no row twice.
+            with self._lock:
+                cap.chunks.pop()
+                cap.have -= len(take)
+                self._captures.setdefault((model, version), cap)
             log.error(
                 "drift bootstrap could not be stored",
                 extra={"model": model, "version": version, "error": str(exc)},
             )
-            return parsed.values[:0]
+            raise IngestError(
+                507,
+                STORE_FAILED,
+                f"the reference captured for {model!r} {version!r} could not be stored: {exc}. "
+                f"None of these {len(parsed.values)} samples was accepted: resend them once "
+                "the state directory has room",
+            ) from None
         self._install((model, version), info, ref)
         log.info(
             "drift reference captured", extra={"model": model, "version": version, "rows": cap.rows}
@@ -397,11 +532,12 @@ class DriftMonitor:
         return parsed.values[len(take) :]
 
     def label(self, model: str) -> str:
-        """The model label for counters: only names with a reference or capture, bounded."""
+        """The model label for counters: the name only once it has a loaded reference."""
         with self._lock:
-            known = any(m == model for (m, _) in self._tracked) or any(
-                m == model for (m, _) in self._captures
-            )
+            return self._label_locked(model)
+
+    def _label_locked(self, model: str) -> str:
+        known = any(m == model for (m, _) in self._tracked)
         return model if known else UNKNOWN_MODEL_LABEL
 
     def count_rejected(self, model: str, reason: str, count: int = 1) -> None:

@@ -18,8 +18,9 @@ import csv
 import io
 import json
 import math
+import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,29 @@ MISSING_FEATURE = "missing_feature"
 NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
 MALFORMED = "malformed"
+TOO_MANY_ROWS = "too_many_rows"
+TOO_MANY_FEATURES = "too_many_features"
 
 MAX_ERRORS = 5  # messages returned to the client; the counters have the full tally
+# Largest client_dropped one request may report. It feeds a counter whose rate is read as
+# "samples lost per second": a bogus 10**29 would make that rate meaningless for good.
+# The client's queue holds 10,000 rows, so even a long outage at a high request rate
+# reports far less per batch; the client sends any excess with its next batches.
+MAX_CLIENT_DROPPED = 1_000_000
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one request (or one tailed batch) may carry; the values come from settings."""
+
+    max_rows: int
+    # Applies only where the features are learnt from the data (a reference being
+    # captured): elsewhere the reference fixes them and any other key is refused anyway.
+    max_features: int
+
+
+# Reference files set by an operator: only the store's own limits apply.
+NO_BOUNDS = Bounds(max_rows=sys.maxsize, max_features=sys.maxsize)
 
 
 class ParseError(ValueError):
@@ -58,6 +80,32 @@ class Parsed:
             self.errors.append(message)
 
 
+class HugeInt:
+    """An integer too long for Python's int() (more than ``sys.get_int_max_str_digits()``
+    digits): json refuses the whole document over it, so it is decoded as this marker and
+    reported with the row it is in."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = len(digits.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits:,} digits"
+
+
+def _int_or_huge(text: str) -> int | HugeInt:
+    try:
+        return int(text)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        return HugeInt(text)
+
+
+def _huge(where: str, feature: str, value: HugeInt) -> ParseError:
+    return ParseError(
+        f"{where}: feature {feature!r}: {value!r} cannot be read as a number (JSON "
+        "decoders refuse integers this long); nothing was kept: fix that row and resend"
+    )
+
+
 def _number(value: Any) -> float | str:
     """The value as a finite float, or the rejection reason."""
     if type(value) is float:
@@ -71,8 +119,17 @@ def _number(value: Any) -> float | str:
 
 
 def decode_json(raw: bytes) -> Any:
+    """A JSON document; an integer too long for int() comes back as :class:`HugeInt`."""
     try:
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):  # both are ValueErrors too
+            raise
+        except ValueError:
+            # Only a too-long integer raises a plain ValueError inside json. Decoding again
+            # with a hook (only on this rare path: the hook costs a call per integer) lets
+            # the error name the row instead of the position of a digit.
+            return json.loads(raw, parse_int=_int_or_huge)
     except UnicodeDecodeError:
         raise ParseError("body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -82,6 +139,42 @@ def decode_json(raw: bytes) -> Any:
     except RecursionError:
         # json's decoder recurses per nesting level; a few thousand "[" exhaust the stack.
         raise ParseError("JSON nested too deeply") from None
+
+
+def client_dropped(doc: Mapping[str, Any]) -> int:
+    """The body's ``client_dropped`` (rows the client lost before sending), validated."""
+    value = doc.get("client_dropped", 0)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_CLIENT_DROPPED
+    ):
+        raise ParseError(
+            f"client_dropped must be a count from 0 to {MAX_CLIENT_DROPPED:,}, got "
+            f"{_short(value)}; nothing was kept"
+        )
+    return value
+
+
+def check_rows(n: int, bounds: Bounds) -> None:
+    """Refuses a request of more than ``bounds.max_rows`` rows, before any is converted."""
+    if n > bounds.max_rows:
+        raise ParseError(
+            f"{n:,} rows in one request; at most {bounds.max_rows:,} are taken "
+            "(--collector.drift.max-rows): nothing was kept, send smaller batches",
+            TOO_MANY_ROWS,
+        )
+
+
+def check_learnt_features(names: Sequence[str], bounds: Bounds) -> None:
+    """Refuses rows that would teach a capture more features than ``bounds.max_features``."""
+    if len(names) > bounds.max_features:
+        raise ParseError(
+            f"{len(names):,} features; a reference captured from live samples may have at "
+            f"most {bounds.max_features:,} (--collector.drift.bootstrap-max-features): "
+            "nothing was kept; set this reference with `vigil drift reference set`",
+            TOO_MANY_FEATURES,
+        )
 
 
 def body_version(doc: Any) -> str | None:
@@ -97,7 +190,9 @@ def body_version(doc: Any) -> str | None:
     return version
 
 
-def parse_document(doc: Mapping[str, Any], features: Sequence[str] | None) -> Parsed:
+def parse_document(
+    doc: Mapping[str, Any], features: Sequence[str] | None, bounds: Bounds = NO_BOUNDS
+) -> Parsed:
     """A decoded ``{"rows": [...]}`` or ``{"columns": {...}}`` body.
 
     ``features`` None means "learn them from the first row" (a reference being captured).
@@ -114,33 +209,52 @@ def parse_document(doc: Mapping[str, Any], features: Sequence[str] | None) -> Pa
         rows = doc["rows"]
         if not isinstance(rows, list):
             raise ParseError('"rows" must be a list of objects {feature: value}')
-        return parse_rows(rows, features)
+        check_rows(len(rows), bounds)
+        return parse_rows(rows, features, bounds)
     cols = doc["columns"]
     if not isinstance(cols, Mapping) or not all(isinstance(v, list) for v in cols.values()):
         raise ParseError('"columns" must be an object {feature: [values...]}')
-    return parse_columns(cols, features)
+    check_rows(max((len(v) for v in cols.values()), default=0), bounds)
+    return parse_columns(cols, features, bounds)
 
 
-def parse_rows(rows: Iterable[Any], features: Sequence[str] | None) -> Parsed:
-    """Row objects → matrix; each bad row is dropped under its first problem."""
+def _row_label(i: int) -> str:
+    return f"row {i}"
+
+
+def parse_rows(
+    rows: Iterable[Any],
+    features: Sequence[str] | None,
+    bounds: Bounds = NO_BOUNDS,
+    where: Callable[[int], str] = _row_label,
+) -> Parsed:
+    """Row objects → matrix; each bad row is dropped under its first problem.
+
+    ``where(i)`` names row ``i`` in messages ("row 3", or "line 7" for NDJSON).
+    """
     names: tuple[str, ...] | None = tuple(features) if features is not None else None
     out: list[list[float]] = []
     parsed = Parsed(names or (), np.empty((0, len(names or ()))))
     for i, row in enumerate(rows):
-        if row is _BAD_LINE:
-            parsed.reject(MALFORMED, f"row {i}: not valid JSON")
+        if isinstance(row, _BadLine):
+            parsed.reject(MALFORMED, f"{where(i)}: {row.why}")
             continue
         if not isinstance(row, Mapping):
-            parsed.reject(MALFORMED, f"row {i}: not an object {{feature: value}}")
+            parsed.reject(MALFORMED, f"{where(i)}: not an object {{feature: value}}")
             continue
         if names is None:  # first good row fixes the feature set
             if not row or not all(isinstance(k, str) and k for k in row):
-                parsed.reject(MALFORMED, f"row {i}: needs at least one named feature")
+                parsed.reject(MALFORMED, f"{where(i)}: needs at least one named feature")
                 continue
+            check_learnt_features(tuple(row), bounds)
             names = tuple(row)
         problem = _row_problem(row, names)
         if problem is not None:
-            parsed.reject(problem[0], f"row {i}: {problem[1]}")
+            # Looked for only here, off the path of good rows: a HugeInt is never a number.
+            huge = next((k for k in names if isinstance(row.get(k), HugeInt)), None)
+            if huge is not None:
+                raise _huge(where(i), huge, row[huge])
+            parsed.reject(problem[0], f"{where(i)}: {problem[1]}")
             continue
         out.append([float(row[f]) for f in names])
     names = names or ()
@@ -164,7 +278,9 @@ def _row_problem(row: Mapping[str, Any], names: Sequence[str]) -> tuple[str, str
     return None
 
 
-def parse_columns(cols: Mapping[str, list[Any]], features: Sequence[str] | None) -> Parsed:
+def parse_columns(
+    cols: Mapping[str, list[Any]], features: Sequence[str] | None, bounds: Bounds = NO_BOUNDS
+) -> Parsed:
     """Column lists → matrix; a bad cell drops its whole row."""
     lengths = {len(v) for v in cols.values()}
     if len(lengths) > 1:
@@ -174,6 +290,8 @@ def parse_columns(cols: Mapping[str, list[Any]], features: Sequence[str] | None)
     parsed = Parsed(names, np.empty((0, len(names))))
     if not names or not all(isinstance(k, str) and k for k in names):
         raise ParseError("columns need at least one named feature")
+    if features is None:
+        check_learnt_features(names, bounds)
     unknown = [k for k in cols if k not in names]
     if unknown:
         parsed.reject(
@@ -197,6 +315,8 @@ def parse_columns(cols: Mapping[str, list[Any]], features: Sequence[str] | None)
                 values[:, j] = [v if isinstance(_number(v), float) else math.inf for v in col]
         else:
             for i, v in enumerate(col):
+                if isinstance(v, HugeInt):
+                    raise _huge(f"row {i}", name, v)
                 num = _number(v)
                 if isinstance(num, str):
                     if bad[i] == 0:
@@ -220,21 +340,33 @@ def parse_columns(cols: Mapping[str, list[Any]], features: Sequence[str] | None)
     return parsed
 
 
-_BAD_LINE = object()  # an NDJSON line that is not JSON; keeps row numbers aligned
+@dataclass(frozen=True)
+class _BadLine:
+    """An NDJSON line that cannot be decoded; keeps row numbers aligned."""
+
+    why: str
 
 
-def parse_ndjson(lines: Iterable[bytes], features: Sequence[str] | None) -> Parsed:
-    """One row object per line (blank lines skipped); a malformed line is a bad row."""
+def parse_ndjson(
+    lines: Sequence[bytes], features: Sequence[str] | None, bounds: Bounds = NO_BOUNDS
+) -> Parsed:
+    """One row object per line (blank lines skipped); a malformed line is a bad row.
+
+    Messages name the line (1-based, blank lines included), so a client can find it.
+    """
+    numbered = [(n, text) for n, line in enumerate(lines, start=1) if (text := line.strip())]
+    check_rows(len(numbered), bounds)  # before decoding: refusal costs no parse
     rows: list[Any] = []
-    for line in lines:
-        text = line.strip()
-        if not text:
-            continue
+    for _, text in numbered:
         try:
             rows.append(json.loads(text))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            rows.append(_BAD_LINE)  # RecursionError: nested too deeply, a bad row too
-    return parse_rows(rows, features)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            rows.append(_BadLine("not valid JSON"))
+        except RecursionError:
+            rows.append(_BadLine("JSON nested too deeply"))
+        except ValueError:  # only an integer too long for int(): the line alone is refused
+            rows.append(_BadLine("an integer too long to read as a number"))
+    return parse_rows(rows, features, bounds, where=lambda i: f"line {numbered[i][0]}")
 
 
 # -- reference files --------------------------------------------------------------------
@@ -317,7 +449,10 @@ def _finite(arr: np.ndarray) -> np.ndarray:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    except (TypeError, ValueError):  # a HugeInt somewhere inside, or too deep
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

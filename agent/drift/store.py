@@ -17,6 +17,7 @@ their (inode, size, mtime) on each check, so no restart is needed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -252,7 +253,11 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+    """The OS reason with its errno name ("No space left on device (ENOSPC)"): the name is
+    what an operator searches for, the text what they read."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
 
 
 def _fsync_dir(path: Path) -> None:

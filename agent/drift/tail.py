@@ -108,12 +108,16 @@ class Tailer:
                 continue
             groups[(model, version)].append(row)
         accepted = 0
-        for (model, version), rows in groups.items():
-            try:
-                resolved, features = self.monitor.resolve(model, version)
-                parsed = parse_rows(rows, features)
-            except (IngestError, ParseError) as exc:
-                self.monitor.count_rejected(model, getattr(exc, "reason", MALFORMED), len(rows))
-                continue
-            accepted += self.monitor.accept(model, resolved, parsed)
+        step = self.monitor.bounds.max_rows  # a burst of lines goes in batches, none refused
+        for (model, version), group in groups.items():
+            for start in range(0, len(group), step):
+                rows = group[start : start + step]
+                try:
+                    resolved, features = self.monitor.resolve(model, version)
+                    parsed = parse_rows(rows, features, self.monitor.bounds)
+                    accepted += self.monitor.accept(model, resolved, parsed)
+                except (IngestError, ParseError) as exc:
+                    # accept() raises only for a whole batch refused (nothing of it kept).
+                    reason = getattr(exc, "reason", MALFORMED)
+                    self.monitor.count_rejected(model, reason, len(rows))
         return accepted

@@ -4,6 +4,9 @@
 read; ``format=speedscope`` is speedscope's JSON; ``format=svg`` is a flamegraph drawn
 here. ``view=cpu`` (default) shows where the CPU went (active samples only);
 ``view=wall`` adds idle threads, one tower per thread: where threads wait.
+
+Stacks name files, lines, pods and models: both routes need the agent's API token, which
+the server's front checks before a handler here runs (agent/server.py, agent/auth.py).
 """
 
 from __future__ import annotations

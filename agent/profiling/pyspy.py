@@ -5,21 +5,29 @@ together (see :func:`agent.profiling.stacks.summarize_window` for why three). Ch
 write raw collapsed stacks to files in a private directory; their CPU time comes from
 ``wait4`` rusage; a child still running at window end + grace is killed. Never blocking
 mode: pausing the target for every sample has stalled multi-threaded PyTorch by 5-15x.
+
+Nothing outlives the agent: children are armed with ``PR_SET_PDEATHSIG`` (SIGKILL), and the
+private directory is named after its owner (pid and start time), so that the next agent
+removes the directories of agents that were killed before they could (:func:`make_workdir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +43,17 @@ MODES: dict[str, tuple[str, ...]] = {
 # it exits; 3 s on top of the window covers a loaded node without letting a hung child
 # hold its slot for long.
 GRACE_S = 3.0
+
+logger = logging.getLogger("vigil.profile")
+
+# Private directories are "vigil-profile-<pid>.<start>-<random>": the owner's pid and its
+# start time in clock ticks after boot (field 22 of /proc/<pid>/stat), so that a pid reused
+# since (or after a reboot, /tmp being on disk on Debian) is not mistaken for the owner.
+WORKDIR_PREFIX = "vigil-profile-"
+_WORKDIR_NAME = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d+)\.(\d+)-[A-Za-z0-9_]+")
+
+# prctl(2) option: the signal the kernel sends a child when the thread that forked it exits.
+_PR_SET_PDEATHSIG = 1
 
 # py-spy prints a Rust backtrace with every error when RUST_BACKTRACE is set; one line
 # of reason is what we keep.
@@ -322,7 +341,133 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
             # Out of the agent's process group: a Ctrl-C or a group-wide SIGTERM reaches
             # the agent, which then reaps its children.
             start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
         )
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux/glibc: nothing to arm
+        return None
+
+
+# Looked up once, here: the hook below runs between fork and exec, where it must not load
+# libraries or take locks another thread of the agent may hold.
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the agent dies.
+
+    Without it a SIGKILLed (or OOM-killed) agent leaves its py-spy children reparented to
+    init, attached to their targets until their own --duration ends. The signal follows
+    the thread that forked the child: :meth:`Runner.record_window` reaps its children
+    before its thread can end, so only the agent's death delivers it. ``parent`` is the
+    agent's pid taken before the fork: if the agent died before prctl took effect, the
+    child is already an orphan that no signal will come for, and exits.
+    """
+    prctl = _PRCTL
+
+    def arm() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
+
+
+def parse_workdir_name(name: str) -> tuple[int, int] | None:
+    """``vigil-profile-<pid>.<start>-<random>`` → (pid, start ticks); None for other names."""
+    m = _WORKDIR_NAME.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def parse_start_ticks(stat_text: str) -> int:
+    """Field 22 (starttime) of a /proc/<pid>/stat line; raises ValueError when malformed.
+
+    The command name (field 2) is in parentheses and may itself hold spaces and ")", so
+    fields are counted from the last ")".
+    """
+    end = stat_text.rfind(")")
+    fields = stat_text[end + 2 :].split() if end >= 0 else []
+    if len(fields) < 20:
+        raise ValueError(f"not a /proc/<pid>/stat line: {stat_text[:80]!r}")
+    return int(fields[19])  # fields[0] is field 3
+
+
+def start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """When ``pid`` started (clock ticks after boot); None when no such process runs.
+
+    Raises OSError / ValueError when it cannot tell (the caller then keeps the directory).
+    """
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return parse_start_ticks(text)
+
+
+def is_stale(name: str, started: Callable[[int], int | None]) -> bool:
+    """Whether ``name`` is a private directory whose owning agent no longer runs."""
+    owner = parse_workdir_name(name)
+    if owner is None:
+        return False
+    pid, ticks = owner
+    return started(pid) != ticks
+
+
+def clean_stale_workdirs(root: Path, proc: Path = Path("/proc")) -> list[Path]:
+    """Removes what killed agents left in ``root``; returns what was removed.
+
+    Only directories with this module's name pattern, owned by this user, not symlinks,
+    whose owner is gone; anything unsure (an unreadable /proc entry) is kept.
+    """
+
+    def started(pid: int) -> int | None:
+        return start_ticks(pid, proc)
+
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError as exc:
+        logger.warning("cannot list temp dir", extra={"path": str(root), "error": str(exc)})
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(WORKDIR_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if not is_stale(entry.name, started):
+                continue
+            shutil.rmtree(entry.path)
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "cannot remove stale profile dir",
+                extra={"path": entry.path, "error": str(exc)},
+            )
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def make_workdir(root: Path | None = None, proc: Path = Path("/proc")) -> Path:
+    """Removes stale private directories in ``root`` (default: the temp dir), then makes
+    this agent's own, mode 0700."""
+    root = Path(root or tempfile.gettempdir())
+    removed = clean_stale_workdirs(root, proc)
+    if removed:
+        logger.info(
+            "removed profile dirs of agents no longer running",
+            extra={"count": len(removed), "paths": [str(p) for p in removed]},
+        )
+    me = os.getpid()
+    ticks = start_ticks(me, proc)
+    prefix = f"{WORKDIR_PREFIX}{me}.{ticks if ticks is not None else 0}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
 def _read(path: Path) -> str:

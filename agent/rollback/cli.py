@@ -21,9 +21,10 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 EPILOG = """\
 examples:
   vigil rollback-controller --release-dir /srv/models/demo
-      every firing alert labelled action="rollback" switches /srv/models/demo/current
-      back to the previous healthy version; the token Alertmanager needs is generated
-      at <state-dir>/rollback-token
+      every firing alert labelled action="rollback" and model="demo" switches
+      /srv/models/demo/current back to the previous healthy version (other models' and
+      GPU alerts are answered and counted as no_target); the token Alertmanager needs
+      is generated at <state-dir>/rollback-token
   vigil rollback-controller --config /etc/vigil/rollback.yaml --dry-run
       Kubernetes Deployments, commands, a policy: see docs/rollback.md
 
@@ -52,8 +53,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--release-dir",
         metavar="DIR",
-        help="roll this release directory back on any alert "
-        'with action="rollback" not matched by the config\'s policy',
+        help='roll this release directory back on alerts with action="rollback" of its '
+        "model (--model) not matched by the config's policy",
+    )
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the model label of the alerts that roll --release-dir back "
+        "(default: the directory's name)",
     )
     p.add_argument(
         "--state-dir",
@@ -87,6 +94,12 @@ def register(subparsers: Any) -> None:
         help="act only while holding a Kubernetes Lease (vigil-rollback-controller in "
         "$POD_NAMESPACE, held as $POD_NAME); auto: on when running in a cluster",
     )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth (Prometheus exporter-toolkit web configuration format)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="logfmt", choices=["logfmt", "json"])
     p.set_defaults(func=cmd_rollback_controller)
@@ -99,10 +112,12 @@ def cmd_rollback_controller(ns: argparse.Namespace, specs: Any = None) -> int:
     from agent.rollback.server import ControllerServer, serve
     from agent.rollback.tracing import RollbackTracer, traces_url
     from agent.server import ListenError, parse_listen
+    from agent.webconfig import load_web_config
 
     flags = {
         "listen": ns.listen,
         "release_dir": ns.release_dir,
+        "model": ns.model,
         "state_dir": ns.state_dir,
         "token_file": ns.token_file,
         "insecure_no_auth": ns.insecure_no_auth,
@@ -110,6 +125,7 @@ def cmd_rollback_controller(ns: argparse.Namespace, specs: Any = None) -> int:
         "cooldown": ns.cooldown,
         "max_per_hour": ns.max_per_hour,
         "otlp_endpoint": ns.otlp_endpoint,
+        "web_config_file": ns.web_config_file,
     }
     cfg = cfgmod.load(file=ns.config, flags=flags)
     parse_listen(cfg.listen)
@@ -121,6 +137,7 @@ def cmd_rollback_controller(ns: argparse.Namespace, specs: Any = None) -> int:
     failpoint = os.environ.get("VIGIL_ROLLBACK_FAILPOINT") or None
     if failpoint and failpoint not in FAILPOINTS:
         raise ConfigError(f"VIGIL_ROLLBACK_FAILPOINT={failpoint!r}: one of {', '.join(FAILPOINTS)}")
+    web_config = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
     lock = _leader_lock(ns.leader_election, os.environ)
     # Usage errors are all above: from here on the process runs (and logs).
     setup_logging(ns.log_level, ns.log_format)
@@ -139,13 +156,14 @@ def cmd_rollback_controller(ns: argparse.Namespace, specs: Any = None) -> int:
             cfg, journal, tracer, failpoint=failpoint, leader=lock.held if lock else None
         )
         server = ControllerServer(
-            controller, cfg.listen, None if cfg.insecure_no_auth else cfg.token
+            controller, cfg.listen, None if cfg.insecure_no_auth else cfg.token, web_config
         )
         info = {
             "listen": cfg.listen,
             "journal": str(cfg.journal_path),
             "token": "none (--insecure-no-auth)" if cfg.insecure_no_auth else cfg.token_source,
             "targets": ",".join(sorted(cfg.targets)),
+            "release_dir_model": cfg.model or "none",
             "dry_run": cfg.dry_run,
             "otlp": cfg.otlp_endpoint or "off",
         }

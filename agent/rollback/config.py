@@ -1,6 +1,7 @@
 """The controller's configuration: defaults < YAML file < VIGIL_ROLLBACK_TOKEN < flags.
 
-A complete file (every key optional; ``--release-dir DIR`` alone is a whole configuration)::
+A complete file (every key optional; ``--release-dir DIR`` alone is a whole configuration,
+acting on the alerts of the model named like the directory, or ``--model NAME``)::
 
     listen: ":9476"
     token_file: /etc/vigil/rollback-token     # or token: "..."; env VIGIL_ROLLBACK_TOKEN
@@ -11,14 +12,16 @@ A complete file (every key optional; ``--release-dir DIR`` alone is a whole conf
     otlp_endpoint: http://otel-collector:4318
     targets:
       models:   {action: release_dir, path: "/srv/models/{model}"}
-      llm:      {action: kubernetes, namespace: inference, deployment: "{deployment}"}
+      llm:      {action: kubernetes, namespace: "{namespace}", deployment: "{workload}",
+                 allowed_namespaces: [inference]}
       notify:   {action: command, argv: [/usr/local/bin/page-team], timeout: 30s}
     policy:                                   # first match wins; action="rollback" only
-      - {match: {namespace: inference}, target: llm}
+      - {match: {workload_kind: Deployment}, target: llm}
       - {match_re: {model: ".+"}, target: models}
 
 Every error names the key and the file, and is a usage error (exit 2) before anything
-starts.
+starts. Booleans are YAML booleans: ``dry_run: "false"`` (a string) is an error, never
+read as true.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from typing import Any
 import yaml
 
 from agent.config import ConfigError, default_state_dir, parse_duration
-from agent.rollback.policy import Rule, TargetSpec, placeholders
+from agent.rollback.actions.command import env_name_problem
+from agent.rollback.policy import SAFE_VALUE, Rule, TargetSpec, placeholders
 
 DEFAULT_LISTEN = ":9476"
 # Ten minutes: long enough for a rolled-back version to be loaded, warmed up and judged by
@@ -49,11 +53,12 @@ TOKEN_ENV = "VIGIL_ROLLBACK_TOKEN"
 
 TOP_KEYS = {
     "listen", "token", "token_file", "insecure_no_auth", "state_dir", "journal", "dry_run",
-    "cooldown", "max_per_hour", "otlp_endpoint", "targets", "policy", "release_dir",
+    "cooldown", "max_per_hour", "otlp_endpoint", "targets", "policy", "release_dir", "model",
+    "web_config_file",
 }  # fmt: skip
 TARGET_KEYS = {
     "release_dir": ({"path"}, {"version_label"}),
-    "kubernetes": ({"namespace", "deployment"}, {"kubeconfig", "context"}),
+    "kubernetes": ({"namespace", "deployment", "allowed_namespaces"}, {"kubeconfig", "context"}),
     "command": ({"argv"}, {"timeout", "env"}),
 }
 RELEASE_DIR_TARGET = "release-dir"
@@ -71,8 +76,11 @@ class ControllerConfig:
     cooldown: float = DEFAULT_COOLDOWN
     max_per_hour: int = DEFAULT_MAX_PER_HOUR
     otlp_endpoint: str | None = None
+    web_config_file: str | None = None  # TLS, basic auth: exporter-toolkit format
     targets: dict[str, TargetSpec] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    # The model the --release-dir directory serves: only its alerts roll it back.
+    model: str | None = None
 
     @property
     def journal_path(self) -> Path:
@@ -89,6 +97,23 @@ def _duration(value: Any, where: str) -> float:
     except ValueError as exc:
         raise _fail(where, str(exc)) from None
     return seconds
+
+
+def _bool(value: Any, where: str) -> bool:
+    """A YAML boolean, nothing else: a quoted "false" is a non-empty string, which Python
+    would call true, so a typo there must stop the start rather than turn a safety off."""
+    if isinstance(value, bool):
+        return value
+    raise _fail(where, f"{value!r} is not a boolean; write true or false, without quotes")
+
+
+def _namespaces(value: Any, where: str) -> list[str]:
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise _fail(where, "expected a non-empty list of namespace names")
+    for ns in value:
+        if placeholders(ns) or not SAFE_VALUE.fullmatch(ns):
+            raise _fail(where, f"{ns!r} is not a namespace name (no {{label}} here)")
+    return list(value)
 
 
 def parse_target(name: str, raw: Any, where: str) -> TargetSpec:
@@ -116,7 +141,16 @@ def parse_target(name: str, raw: Any, where: str) -> TargetSpec:
         env = params.get("env", {})
         if not isinstance(env, dict):
             raise _fail(f"{where}.env", "expected a mapping of NAME: value")
+        for key, value in env.items():
+            problem = env_name_problem(str(key))
+            if problem or "\0" in str(value):
+                raise _fail(f"{where}.env.{key}", problem or "a value cannot hold a NUL byte")
     else:
+        if action == "kubernetes":
+            params["allowed_namespaces"] = _namespaces(
+                params.pop("allowed_namespaces"), f"{where}.allowed_namespaces"
+            )
+            required = required - {"allowed_namespaces"}
         for key in required | (optional & set(params)):
             if not isinstance(params[key], str) or not params[key]:
                 raise _fail(f"{where}.{key}", "expected a non-empty string")
@@ -183,8 +217,10 @@ def load(
 
     cfg = ControllerConfig()
     cfg.listen = str(merged.get("listen", DEFAULT_LISTEN))
-    cfg.insecure_no_auth = bool(merged.get("insecure_no_auth", False))
-    cfg.dry_run = bool(merged.get("dry_run", False))
+    cfg.insecure_no_auth = _bool(
+        merged.get("insecure_no_auth", False), f"{source}: insecure_no_auth"
+    )
+    cfg.dry_run = _bool(merged.get("dry_run", False), f"{source}: dry_run")
     if merged.get("state_dir"):
         cfg.state_dir = Path(str(merged["state_dir"]))
     if merged.get("journal"):
@@ -199,6 +235,7 @@ def load(
         if cfg.max_per_hour < 1:
             raise ConfigError(f"{source}: max_per_hour must be at least 1")
     cfg.otlp_endpoint = merged.get("otlp_endpoint") or None
+    cfg.web_config_file = str(merged["web_config_file"]) if merged.get("web_config_file") else None
 
     # Token: --token-file, then the environment, then the file's token_file / token.
     if flags.get("token_file"):
@@ -226,13 +263,24 @@ def load(
     ]
 
     release_dir = merged.get("release_dir")
+    if merged.get("model") is not None and not release_dir:
+        raise ConfigError(f"{source}: model names the model of release_dir; give release_dir too")
     if release_dir:
-        # The embedded default: every action="rollback" alert not matched above rolls
-        # this directory back.
+        # The embedded default: action="rollback" alerts of this directory's model, not
+        # matched above, roll it back. Any other model's alert, and every GPU alert (no
+        # model label), reaches it only through a policy rule that says so.
+        path = Path(str(release_dir)).absolute()
+        model = str(merged.get("model") or path.name)
+        if not SAFE_VALUE.fullmatch(model):
+            raise ConfigError(
+                f"{source}: model: {model!r} is not a model name; give --model NAME "
+                "(the model label of the alerts this directory serves)"
+            )
+        cfg.model = model
         cfg.targets[RELEASE_DIR_TARGET] = TargetSpec(
-            RELEASE_DIR_TARGET, "release_dir", {"path": str(Path(str(release_dir)).absolute())}
+            RELEASE_DIR_TARGET, "release_dir", {"path": str(path)}
         )
-        cfg.rules.append(Rule(RELEASE_DIR_TARGET))
+        cfg.rules.append(Rule(RELEASE_DIR_TARGET, {"model": model}))
     if not cfg.rules:
         raise ConfigError(
             "nothing to roll back: give --release-dir DIR, or targets and a policy in --config"

@@ -11,6 +11,12 @@ harder to read, and the cap per hour is about a handful.
 
 On start the worker first resumes every rollback the journal holds unfinished, which is
 how a crash or restart between the decision and the outcome loses nothing.
+
+An outcome that cannot be journaled (the disk filled up after the action ran) is counted
+in ``vigil_rollbacks_total`` at once — the action happened — and its journaling is retried
+with a capped backoff until it lands; meanwhile ``vigil_rollback_outcomes_unrecorded`` is
+1, ``/v1/rollbacks`` shows the outcome with ``"recorded": false`` and ``/readyz`` fails
+with the journal's error.
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from agent.rollback import actions
-from agent.rollback.actions.base import FAILED, ActionError, Outcome
+from agent.rollback.actions.base import FAILED, REFUSED, ActionError, Outcome, Refused
+from agent.rollback.actions.command import label_env_problem
 from agent.rollback.config import ControllerConfig
-from agent.rollback.journal import DONE, Decision, Journal, Proposal, Rollback
+from agent.rollback.journal import DONE, Decision, Journal, JournalError, Proposal, Rollback
 from agent.rollback.payload import Alert, Notification
-from agent.rollback.policy import Ignored, resolve
+from agent.rollback.policy import REFUSED as POLICY_REFUSED
+from agent.rollback.policy import Ignored, Resolved, resolve
 from agent.rollback.tracing import RollbackTracer
 
 log = logging.getLogger("vigil.rollback")
@@ -38,6 +48,8 @@ ALERT_RESULTS = (
     "duplicate",
     "resolved",
     "ignored",
+    "no_target",
+    "refused",
     "cooldown",
     "rate_limited",
     "invalid",
@@ -47,6 +59,12 @@ ALERT_RESULTS = (
 # before the action runs, "after-action" after it ran and before its outcome is journaled.
 FAILPOINTS = ("before-action", "after-action")
 FAILPOINT_EXIT = 86
+
+
+# Retrying an outcome the journal could not take: soon at first (a transient error), then
+# every 30 s (a full disk waits for a person; a tighter loop would only fill the log).
+RECORD_RETRY_FIRST_S = 0.5
+RECORD_RETRY_MAX_S = 30.0
 
 
 # How often a controller without the leader lock looks again; the lock itself renews every
@@ -87,7 +105,7 @@ class Controller:
         self.rollbacks_total = Counter(
             "vigil_rollbacks",
             "Rollbacks executed, by target, action and result "
-            "(succeeded, skipped, failed, dry_run).",
+            "(succeeded, skipped, failed, dry_run, refused).",
             ["target", "action", "result"],
             registry=self.registry,
         )
@@ -99,6 +117,15 @@ class Controller:
         )
         for result in ALERT_RESULTS:
             self.alerts_total.labels(result)
+        self.unrecorded = Gauge(
+            "vigil_rollback_outcomes_unrecorded",
+            "Rollbacks done whose outcome the journal has not taken yet (retried until it does).",
+            registry=self.registry,
+        )
+        # rollback id -> (outcome, the journal's last error), while the journal refuses it.
+        self._pending: dict[int, tuple[Outcome, str]] = {}
+        self._stopping = threading.Event()
+        self.record_retry = (RECORD_RETRY_FIRST_S, RECORD_RETRY_MAX_S)
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -108,11 +135,11 @@ class Controller:
         """Journals each alert with its decision (blocking: call it in a thread)."""
         out = []
         for alert in notification.alerts:
-            resolved = resolve(alert.labels, self.cfg.rules, self.cfg.targets)
+            resolved = self._resolve(alert)
             proposal = None
-            ignored = ""
+            ignored, ignored_result = "", "ignored"
             if isinstance(resolved, Ignored):
-                ignored = resolved.reason
+                ignored, ignored_result = resolved.reason, resolved.result
             else:
                 proposal = Proposal(
                     target=resolved.target,
@@ -125,6 +152,7 @@ class Controller:
                 alert,
                 proposal,
                 ignored=ignored,
+                ignored_result=ignored_result,
                 cooldown=self.cfg.cooldown,
                 max_per_hour=self.cfg.max_per_hour,
                 dry_run=self.cfg.dry_run,
@@ -144,6 +172,16 @@ class Controller:
             out.append((alert, decision))
         return out
 
+    def _resolve(self, alert: Alert) -> Resolved | Ignored:
+        resolved = resolve(alert.labels, self.cfg.rules, self.cfg.targets)
+        if isinstance(resolved, Resolved) and resolved.action == "command":
+            # Checked here, not only when the command is built, so that the refusal is
+            # journaled and answered with the alert instead of failing later.
+            problem = label_env_problem(alert.labels, {"VIGIL_ROLLBACK_REASON": reason_of(alert)})
+            if problem:
+                return Ignored(f"target {resolved.spec.name}: {problem}", POLICY_REFUSED)
+        return resolved
+
     def enqueue(self, rollback_id: int) -> None:
         self._queue.put_nowait(rollback_id)
 
@@ -154,13 +192,19 @@ class Controller:
     # --- executing -------------------------------------------------------------------------
 
     def start(self) -> None:
-        unfinished = self.journal.unfinished()
+        try:
+            unfinished = self.journal.unfinished()
+        except JournalError as exc:
+            # Not ready (/readyz says why); new alerts are still tried as they come.
+            log.error("cannot resume unfinished rollbacks", extra={"error": str(exc)})
+            unfinished = []
         for rb in unfinished:
             log.info("resuming rollback", extra={"rollback_id": rb.id, "state": rb.state})
             self.enqueue(rb.id)
         self._worker = asyncio.create_task(self._work(), name="vigil-rollback-worker")
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._worker:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -203,10 +247,11 @@ class Controller:
         ) as span:
             outcome = self._run(rb)
             self.tracer.set_result(span, outcome.result, outcome.detail)
-        self.journal.finish(rb.id, outcome.result, outcome.detail)
+        # Counted when the action is done, whether or not the journal takes the outcome.
         self.rollbacks_total.labels(rb.target, rb.action, outcome.result).inc()
+        self._record(rb, outcome)
         log.log(
-            logging.WARNING if outcome.result == FAILED else logging.INFO,
+            logging.WARNING if outcome.result in (FAILED, REFUSED) else logging.INFO,
             "rollback",
             extra={
                 "rollback_id": rb.id,
@@ -218,6 +263,38 @@ class Controller:
             },
         )
         return outcome
+
+    def _record(self, rb: Rollback, outcome: Outcome) -> None:
+        """Journals the outcome, retrying with a capped backoff until the journal takes it
+        or the controller stops (then the row stays ``started`` and is resumed on start,
+        where the action's plan check finds the work done)."""
+        delay, cap = self.record_retry
+        while True:
+            try:
+                self.journal.finish(rb.id, outcome.result, outcome.detail)
+            except JournalError as exc:
+                if rb.id not in self._pending:
+                    log.error(
+                        "cannot journal the outcome of a rollback; retrying",
+                        extra={"rollback_id": rb.id, "result": outcome.result, "error": str(exc)},
+                    )
+                self._pending[rb.id] = (outcome, str(exc))
+                self.unrecorded.set(len(self._pending))
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, cap)
+                continue
+            if self._pending.pop(rb.id, None) is not None:
+                log.info("outcome journaled", extra={"rollback_id": rb.id})
+            self.unrecorded.set(len(self._pending))
+            return
+
+    def unrecorded_outcomes(self) -> dict[int, dict[str, Any]]:
+        """Outcomes done but not journaled yet, for /v1/rollbacks and /readyz."""
+        return {
+            rid: {"result": o.result, "detail": o.detail, "journal_error": err}
+            for rid, (o, err) in list(self._pending.items())
+        }
 
     def _run(self, rb: Rollback) -> Outcome:
         try:
@@ -231,7 +308,9 @@ class Controller:
             outcome = action.apply(plan, dry_run=rb.dry_run)
             self._fail("after-action")
             return outcome
-        except ActionError as exc:
+        except Refused as exc:
+            return Outcome(REFUSED, str(exc))
+        except (ActionError, JournalError) as exc:
             return Outcome(FAILED, str(exc))
         except Exception as exc:  # an action's bug must not stop the worker
             log.exception("rollback action crashed", extra={"rollback_id": rb.id})

@@ -13,10 +13,16 @@ Three tables:
 
 ``release_versions`` keeps the release directories' version history and health marks.
 All access goes through one connection behind a lock; writes are short transactions.
+
+Every failure is a :class:`JournalError` that names the file. A corrupt file (SQLite's
+"database disk image is malformed", "file is not a database", found by a failing query or
+by ``PRAGMA quick_check`` at open and at most every :data:`CHECK_EVERY_S` after) is
+remembered in :attr:`Journal.problem` with the fix, which ``/readyz`` reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -85,10 +91,29 @@ CREATE TABLE IF NOT EXISTS release_versions (
 """
 
 DECIDED, STARTED, DONE = "decided", "started", "done"
+# /readyz re-reads every page at most this often: quick_check reads the whole file (a few
+# ms for a journal of thousands of alerts), and corruption is found sooner by the queries.
+CHECK_EVERY_S = 30.0
+_CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
 
 class JournalError(Exception):
     """The journal cannot be opened or written; the message says which file and why."""
+
+
+def corrupt_message(path: Path, detail: str) -> str:
+    return (
+        f"journal {path} is corrupt ({detail}): stop the controller, move the file aside "
+        f"with its -wal and -shm files (mv {path} {path}.corrupt) and start it again. "
+        "The new journal starts empty: its history is lost, and alerts that are still "
+        "firing are decided again, so check what was rolled back first"
+    )
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    return name.startswith(tuple(_CORRUPT)) or "malformed" in text or "not a database" in text
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,10 @@ class Journal:
         self.path = Path(path)
         self.clock = clock
         self._lock = threading.Lock()
+        # Set once the file is found corrupt: every later call fails with it, and
+        # /readyz says it, until a person moves the file aside.
+        self.problem = ""
+        self._checked_at = float("-inf")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists()
@@ -161,8 +190,37 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            if not _is_corruption(exc):
+                raise JournalError(f"cannot open the journal {self.path}: {exc}") from None
+            # Keep running, not ready: the process answers /readyz and every webhook with
+            # the file and the fix instead of exiting into a restart loop.
+            self.problem = corrupt_message(self.path, str(exc))
+        except OSError as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc}") from None
+        self.check()
+
+    def check(self) -> str:
+        """The journal's problem ("" when none); re-reads every page at most every
+        :data:`CHECK_EVERY_S` (``PRAGMA quick_check``)."""
+        if self.problem or self.clock() - self._checked_at < CHECK_EVERY_S:
+            return self.problem
+        with self._lock:
+            self._checked_at = self.clock()
+            try:
+                rows = [r[0] for r in self._db.execute("PRAGMA quick_check(3)")]
+            except sqlite3.Error as exc:
+                rows = [str(exc)]
+            if rows != ["ok"]:
+                self.problem = corrupt_message(self.path, "; ".join(rows))
+        return self.problem
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> JournalError:
+        """The error for a failed statement, naming the file; remembers corruption."""
+        if _is_corruption(exc):
+            self.problem = self.problem or corrupt_message(self.path, str(exc))
+            return JournalError(self.problem)
+        return JournalError(f"journal {self.path}: cannot {doing}: {exc}")
 
     def close(self) -> None:
         with self._lock:
@@ -171,17 +229,31 @@ class Journal:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.problem:
+                raise JournalError(self.problem)
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise self._error(exc, "write") from None
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return list(self._db.execute(sql, args))
+            if self.problem:
+                raise JournalError(self.problem)
+            try:
+                return list(self._db.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -191,15 +263,17 @@ class Journal:
         proposal: Proposal | None,
         *,
         ignored: str = "",
+        ignored_result: str = "ignored",
         cooldown: float,
         max_per_hour: int,
         dry_run: bool,
     ) -> Decision:
-        """Records one received alert and, in the same transaction, what to do about it."""
+        """Records one received alert and, in the same transaction, what to do about it;
+        ``ignored_result`` (ignored, no_target, refused) says why there is no proposal."""
         now = self.clock()
         with self._tx() as db:
             decision = self._decide(
-                db, alert, proposal, ignored, cooldown, max_per_hour, dry_run, now
+                db, alert, proposal, (ignored_result, ignored), cooldown, max_per_hour, dry_run, now
             )
             db.execute(
                 "INSERT INTO notifications (received_at, fingerprint, starts_at, status, alertname,"
@@ -223,7 +297,7 @@ class Journal:
         db: sqlite3.Connection,
         alert: Alert,
         proposal: Proposal | None,
-        ignored: str,
+        ignored: tuple[str, str],
         cooldown: float,
         max_per_hour: int,
         dry_run: bool,
@@ -246,7 +320,7 @@ class Journal:
             return Decision(result, detail, rollback_id)
 
         if proposal is None:
-            return remember("ignored", ignored)
+            return remember(*ignored)
         last = db.execute(
             "SELECT id, decided_at FROM rollbacks WHERE target=? AND decided_at>? "
             "ORDER BY decided_at DESC LIMIT 1",

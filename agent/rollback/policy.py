@@ -6,8 +6,14 @@ alerts labelled ``action="rollback"`` are considered at all: the rule files deci
 may act, the policy decides on what.
 
 Target parameters may name alert labels as ``{label}`` (``/srv/models/{model}``,
-``deployment: "{deployment}"``), so one rule serves every model of a node. An alert
+``deployment: "{workload}"``), so one rule serves every model of a node. An alert
 without a label that its target needs is not acted on, with that reason.
+
+What is not acted on says why, in three kinds the metrics count apart: ``ignored`` (not
+a rollback alert at all), ``no_target`` (a rollback alert no rule maps to a target: it
+is for someone else's model, or names no target) and ``refused`` (a rule matched, but the
+alert's labels would make the target something it may not be: a path separator in a
+name, a namespace outside the allow-list, a label no environment can hold).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 ACTION_LABEL, ACTION_VALUE = "action", "rollback"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A label value put into a path, a namespace or a name: no "/", no leading dot (so no "..").
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,13 @@ class Resolved:
         return f"command:{self.spec.name}"
 
 
+IGNORED, NO_TARGET, REFUSED = "ignored", "no_target", "refused"
+
+
 @dataclass(frozen=True)
 class Ignored:
     reason: str
+    result: str = IGNORED
 
 
 def placeholders(value: Any) -> set[str]:
@@ -78,7 +88,7 @@ def placeholders(value: Any) -> set[str]:
 
 def _label(labels: dict[str, str], name: str) -> str:
     value = labels[name]
-    if not _SAFE_VALUE.fullmatch(value):
+    if not SAFE_VALUE.fullmatch(value):
         raise ValueError(f"label {name}={value!r} is not a plain name")
     return value
 
@@ -105,8 +115,35 @@ def resolve(
         try:
             params = {k: fill(v, labels) for k, v in spec.params.items()}
         except KeyError as exc:
-            return Ignored(f"target {spec.name} needs label {exc.args[0]!r}, which the alert lacks")
+            return Ignored(
+                f"target {spec.name} needs label {exc.args[0]!r}, which the alert lacks",
+                NO_TARGET,
+            )
         except ValueError as exc:
-            return Ignored(f"target {spec.name}: {exc}")
+            return Ignored(f"target {spec.name}: {exc}", REFUSED)
+        refusal = admit(spec.action, params)
+        if refusal:
+            return Ignored(f"target {spec.name}: {refusal}", REFUSED)
         return Resolved(spec, params)
-    return Ignored("no policy rule matches")
+    return Ignored(_no_rule(labels), NO_TARGET)
+
+
+def _no_rule(labels: dict[str, str]) -> str:
+    named = ", ".join(
+        f"{k}={labels[k]}" for k in ("model", "namespace", "workload", "gpu") if k in labels
+    )
+    return f"no policy rule matches ({named or 'the alert names no model, workload or GPU'})"
+
+
+def admit(action: str, params: dict[str, Any]) -> str:
+    """Why a filled target may not be acted on ("" when it may): for a Deployment, a
+    namespace outside the target's allow-list. The action checks it again before it acts,
+    so a journal written by an older configuration cannot widen it."""
+    if action == "kubernetes":
+        allowed = params.get("allowed_namespaces") or []
+        if params.get("namespace") not in allowed:
+            return (
+                f"namespace {params.get('namespace')!r} is not in allowed_namespaces "
+                f"({', '.join(allowed) or 'none'})"
+            )
+    return ""

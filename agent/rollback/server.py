@@ -4,7 +4,8 @@
   GET  /v1/rollbacks   the journal's rollbacks, newest first (?limit=N); bearer token
   GET  /metrics        vigil_rollbacks_total, vigil_rollback_alerts_total
   GET  /healthz        the process is alive
-  GET  /readyz         the journal is open and the worker runs
+  GET  /readyz         the journal is sound, every outcome is journaled, the worker runs;
+                       otherwise 503 with the journal's file and the fix
 
 The webhook answers as soon as the decisions are journaled (a few milliseconds, one
 fsync); rollbacks happen after, in the controller's worker. Bad input is a 4xx whose body
@@ -14,7 +15,6 @@ says what is wrong; a journal that cannot be written is a 503, which Alertmanage
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import signal
@@ -24,10 +24,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from agent.auth import BearerAuth
 from agent.rollback.controller import Controller
 from agent.rollback.journal import JournalError
 from agent.rollback.payload import PayloadError, parse_notification
-from agent.server import ListenError, parse_listen
+from agent.server import Refusals, front_middleware, parse_listen, read_body, start_site
+from agent.webconfig import BasicAuth, WebConfig, ssl_context
 
 log = logging.getLogger("vigil.rollback.server")
 
@@ -41,11 +43,26 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 class ControllerServer:
-    def __init__(self, controller: Controller, listen: str, token: str | None) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        listen: str,
+        token: str | None,
+        web_config: WebConfig | None = None,
+    ) -> None:
         self.controller = controller
-        self.token = token
         self.host, self.port = parse_listen(listen)
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.web_config = web_config or WebConfig()
+        # The same front as the agent's (agent/server.py): bearer token on /v1 (None:
+        # --insecure-no-auth), basic auth and TLS from --web.config.file, refusals counted.
+        self.basic = BasicAuth(self.web_config.users) if self.web_config.users else None
+        self.refusals = Refusals(["/v1/alerts", "/v1/rollbacks"])
+        controller.registry.register(self.refusals)
+        bearer = BearerAuth(token=token) if token is not None else None
+        self.app = web.Application(
+            client_max_size=MAX_BODY_BYTES,
+            middlewares=[front_middleware(bearer, self.basic, self.refusals)],
+        )
         self.app.add_routes(
             [
                 web.post("/v1/alerts", self.post_alerts),
@@ -57,23 +74,9 @@ class ControllerServer:
         )
         self._runner: web.AppRunner | None = None
 
-    def _authorized(self, request: web.Request) -> web.Response | None:
-        if self.token is None:
-            return None
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            return _error(401, "bearer token required", **{"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return _error(401, "wrong bearer token", **{"WWW-Authenticate": "Bearer"})
-        return None
-
     async def post_alerts(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         try:
-            body = await request.read()
+            body = await read_body(request)
         except web.HTTPRequestEntityTooLarge:
             self.controller.alerts_total.labels("invalid").inc()
             return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -87,7 +90,7 @@ class ControllerServer:
             decisions = await asyncio.to_thread(self.controller.receive, notification)
         except (JournalError, sqlite3.Error) as exc:
             log.error("journal write failed", extra={"error": str(exc)})
-            return _error(503, f"journal unavailable: {exc}")
+            return _error(503, str(exc))
         for _, decision in decisions:
             if decision.result == "accepted" and decision.rollback_id is not None:
                 self.controller.enqueue(decision.rollback_id)
@@ -108,19 +111,26 @@ class ControllerServer:
         )
 
     async def get_rollbacks(self, request: web.Request) -> web.Response:
-        denied = self._authorized(request)
-        if denied:
-            return denied
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             return _error(400, "limit: expected a whole number")
         if not 1 <= limit <= MAX_LIST:
             return _error(400, f"limit: expected 1..{MAX_LIST}")
-        rows = await asyncio.to_thread(self.controller.journal.rollbacks, limit)
-        return web.json_response(
-            {"rollbacks": [r.as_json() for r in rows]}, dumps=lambda o: json.dumps(o, default=str)
-        )
+        try:
+            rows = await asyncio.to_thread(self.controller.journal.rollbacks, limit)
+        except JournalError as exc:
+            log.error("journal read failed", extra={"error": str(exc)})
+            return _error(503, str(exc))
+        pending = self.controller.unrecorded_outcomes()
+        out = []
+        for r in rows:
+            row = r.as_json()
+            if r.id in pending:
+                # Done, but not journaled yet: say what happened, and that it is not on disk.
+                row.update(pending[r.id], recorded=False)
+            out.append(row)
+        return web.json_response({"rollbacks": out}, dumps=lambda o: json.dumps(o, default=str))
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -131,23 +141,28 @@ class ControllerServer:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
+        problem = await asyncio.to_thread(self.controller.journal.check)
+        if problem:
+            return web.Response(status=503, text=problem + "\n")
+        for rid, pending in sorted(self.controller.unrecorded_outcomes().items()):
+            return web.Response(
+                status=503,
+                text=f"rollback {rid} is done ({pending['result']}) but its outcome is not "
+                f"journaled yet (retrying): {pending['journal_error']}\n",
+            )
         if not self.controller.running:
             return web.Response(status=503, text="worker not running\n")
         return web.Response(text="ok\n")
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host or None, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise ListenError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+        tls = ssl_context(self.web_config.tls) if self.web_config.tls else None
+        self._runner, _ = await start_site(self.app, self.host, self.port, tls)
 
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+        if self.basic is not None:
+            self.basic.close()
 
 
 async def serve(controller: Controller, server: ControllerServer, info: dict[str, Any]) -> None:

@@ -337,7 +337,7 @@ def feed_drift(agent: AgentProcess, workdir: Path) -> None:
             req = urllib.request.Request(
                 f"{agent.url}/v1/drift/{MODEL}/samples",
                 data=json.dumps({"version": "v2", "rows": rows}).encode(),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **agent.auth()},
                 method="POST",
             )
             try:

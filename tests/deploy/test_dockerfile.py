@@ -1,9 +1,11 @@
-"""The Dockerfile, read as `docker build` reads it (no engine here to build it): Debian 12,
-installed through scripts/setup.sh, every file it copies exists, and it starts the agent."""
+"""The Dockerfile, read as `docker build` reads it (no engine here to build it): Debian 12
+pinned by digest, installed through scripts/setup.sh from the hash-checked lock, every file
+it copies exists, and it starts the agent."""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -109,3 +111,53 @@ def test_daemonset_uses_what_the_image_provides(dockerfile: list[tuple[str, str]
     assert "command" not in c  # keep the image's ENTRYPOINT
     exposed = {p for i, a in dockerfile if i == "EXPOSE" for p in a.split()}
     assert {str(p["containerPort"]) for p in c["ports"]} <= exposed
+
+
+def test_base_image_pinned_by_digest(dockerfile: list[tuple[str, str]]) -> None:
+    """A tag moves; the digest names the exact bytes, and the tag stays for readers."""
+    for instr, args in dockerfile:
+        if instr != "FROM":
+            continue
+        image = args.split()[0]
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), (
+            f"FROM {image}: pin the base image as tag@sha256:<digest>"
+        )
+
+
+def pip_installs(script: str) -> list[str]:
+    """Every `pip install` command of a shell script, continuations joined."""
+    joined = re.sub(r"\s*\\\n\s*", " ", script)
+    return [ln.strip() for ln in joined.splitlines() if re.search(r"\bpip install\b", ln)]
+
+
+def test_pip_installs_parser() -> None:
+    script = (
+        'x\n"$PY" -m pip install -q \\\n    --require-hashes -r "$lock" \\\n    2>&1\necho pip\n'
+    )
+    assert pip_installs(script) == ['"$PY" -m pip install -q --require-hashes -r "$lock" 2>&1']
+
+
+def test_image_installs_python_packages_only_from_the_hash_lock(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    """The image copies the runtime lock, and setup.sh's make_venv (VIGIL_SETUP_MINIMAL=1,
+    as the image sets it) installs that file with --require-hashes; its only other pip
+    install is Vigil itself with --no-deps and no build isolation, so nothing is fetched
+    unchecked."""
+    env = " ".join(a for i, a in dockerfile if i == "ENV")
+    assert "VIGIL_SETUP_MINIMAL=1" in shlex.split(env)
+    copied = {s for i, a in dockerfile if i == "COPY" for s in copy_sources(a)}
+    assert "requirements-runtime.lock" in copied
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    # make_venv is what builds the venv, the image's included; test-only extras elsewhere
+    # in the script (never run with VIGIL_SETUP_MINIMAL=1) are not the image's concern.
+    m = re.search(r"^make_venv\(\) \{\n(.*?)^\}", setup, re.M | re.S)
+    assert m, "setup.sh has no make_venv()"
+    body = m.group(1)
+    assert re.search(r'MINIMAL" = 1 \] && lock="\$ROOT/requirements-runtime\.lock"', body)
+    installs = pip_installs(body)
+    assert installs
+    for cmd in installs:
+        checked = "--require-hashes" in cmd and '-r "$lock"' in cmd
+        own = "--no-deps" in cmd and "--no-build-isolation" in cmd and '-e "$ROOT"' in cmd
+        assert checked or own, f"setup.sh installs without hash checking: {cmd}"

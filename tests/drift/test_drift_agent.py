@@ -32,9 +32,13 @@ def post(
     body: Any,
     ctype: str = "application/json",
     token: str | None = None,
+    auth: bool = True,
 ) -> tuple[int, dict[str, Any]]:
+    """POSTs with the agent's own token unless ``token`` is given or ``auth`` is False."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": ctype}
+    if token is None and auth:
+        token = agent.token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(agent.url + path, data=data, headers=headers, method="POST")
@@ -231,7 +235,7 @@ def test_reference_set_while_running_is_picked_up_and_corrupt_one_refused(
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b'VIGIL-DRIFT-REFERENCE 1\n{"half": ')
     time.sleep(1.5 * INTERVAL)
-    status, body = agent.get("/v1/drift")
+    status, body = agent.get("/v1/drift", auth=True)
     doc = json.loads(body)
     assert status == 200 and str(bad) in doc["load_errors"]
     assert "broken" not in {r["model"] for r in doc["references"]}
@@ -266,16 +270,20 @@ def test_bootstrap_captures_the_first_n_samples(agent: AgentProcess, state: Path
 
 
 def test_cli_check_asks_the_running_agent(agent: AgentProcess) -> None:
-    r = run_vigil(["drift", "check", "--model", "ranker", "--agent", agent.url])
+    # No token on the command line: the CLI reads the one the agent generated.
+    state = ["--state-dir", str(agent.token_path().parent)]
+    r = run_vigil(["drift", "check", "--model", "ranker", "--agent", agent.url, *state])
     assert r.returncode == 3, r.stdout + r.stderr
     assert "income" in r.stdout and "drift detected" in r.stdout
-    r = run_vigil(["drift", "check", "--model", "nosuch", "--agent", agent.url])
+    r = run_vigil(["drift", "check", "--model", "nosuch", "--agent", agent.url, *state])
     assert r.returncode == 1 and "no reference for model 'nosuch'" in r.stderr
 
 
 def test_client_and_tail_file_feed_the_window(agent: AgentProcess) -> None:
     before = sample_value(agent, "vigil_drift_samples_total", model="ranker", version="v1") or 0.0
-    client = DriftClient(agent.url, "ranker", "v1", batch_size=100, flush_interval=0.2)
+    client = DriftClient(
+        agent.url, "ranker", "v1", token=agent.token(), batch_size=100, flush_interval=0.2
+    )
     rng = np.random.default_rng(4)
     for row in rows(rng.normal(size=(300, 3))):
         assert client.record(row)
@@ -296,7 +304,15 @@ def test_client_and_tail_file_feed_the_window(agent: AgentProcess) -> None:
 
 
 def test_client_counts_drops_and_reports_them(agent: AgentProcess) -> None:
-    client = DriftClient(agent.url, "ranker", "v1", batch_size=10, flush_interval=5.0, max_queue=5)
+    client = DriftClient(
+        agent.url,
+        "ranker",
+        "v1",
+        token_file=str(agent.token_path()),
+        batch_size=10,
+        flush_interval=5.0,
+        max_queue=5,
+    )
     kept = sum(client.record({"age": 1.0, "income": 1.0, "score": 1.0}) for _ in range(50))
     assert kept < 50 and client.stats()["dropped_queue_full"] == 50 - kept
     client.record({"age": 1.0, "income": 1.0, "score": 1.0})
@@ -318,25 +334,27 @@ def test_client_counts_drops_and_reports_them(agent: AgentProcess) -> None:
     )
 
 
-def test_token_is_required_off_loopback(state: Path, tmp_path: Path) -> None:
+def test_given_token_file_is_required_and_reread_on_rotation(state: Path, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     a = AgentProcess([*QUICK, "--state-dir", str(state), "--ingest-token-file", str(token)])
-    a.args += ["--listen", f"0.0.0.0:{a.port}"]
     body = {"version": "v1", "rows": [{"age": 1.0, "income": 2.0, "score": 3.0}]}
     with a:
-        assert post(a, "/v1/drift/ranker/samples", body)[0] == 401
+        assert post(a, "/v1/drift/ranker/samples", body, auth=False)[0] == 401
         status, doc = post(a, "/v1/drift/ranker/samples", body, token="wrong")
         assert status == 401 and "wrong bearer token" in doc["error"]
         assert post(a, "/v1/drift/ranker/samples", body, token="s3cret")[0] == 200
         assert (
             sample_value(
-                a, "vigil_drift_rejected_samples_total", model="ranker", reason="unauthorized"
+                a,
+                "vigil_http_requests_refused_total",
+                route="/v1/drift/{model}/samples",
+                reason="unauthorized",
             )
             == 2
         )
-    b = AgentProcess([*QUICK, "--state-dir", str(state)])
-    b.args += ["--listen", f"0.0.0.0:{b.port}"]
-    with b:
-        status, doc = post(b, "/v1/drift/ranker/samples", body)
-        assert status == 403 and "--ingest-token-file" in doc["error"]
+        rotated = tmp_path / "token.new"
+        rotated.write_text("n3w-s3cret\n")
+        rotated.replace(token)
+        assert post(a, "/v1/drift/ranker/samples", body, token="s3cret")[0] == 401
+        assert post(a, "/v1/drift/ranker/samples", body, token="n3w-s3cret")[0] == 200

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agent.cli import main
+from agent.collectors.drift import settings
 from agent.drift import monitor as monitor_mod
 from agent.drift.ks import ReferenceSample
 from agent.drift.monitor import (
@@ -16,7 +17,6 @@ from agent.drift.monitor import (
     MAX_PENDING_BOOTSTRAPS,
     DriftMonitor,
     IngestError,
-    Settings,
 )
 from agent.drift.parse import ParseError, decode_json, parse_ndjson, parse_rows
 from agent.drift.store import ReferenceStore, StoreError
@@ -106,7 +106,7 @@ def test_file_requested_captures_are_capped_and_count(tmp_path: Path) -> None:
     for i in range(MAX_PENDING_BOOTSTRAPS + 3):
         store.request_bootstrap("m", f"v{i:02d}", 10)
     store.request_bootstrap("big", "v1", MAX_BOOTSTRAP_ROWS + 1)  # hand-written, too large
-    mon = DriftMonitor(tmp_path, Settings(bootstrap=10))
+    mon = DriftMonitor(tmp_path, settings({"bootstrap": 10}))
     mon.sync()
     assert len(mon._captures) == MAX_PENDING_BOOTSTRAPS
     assert ("big", "v1") not in mon._captures
@@ -116,7 +116,7 @@ def test_file_requested_captures_are_capped_and_count(tmp_path: Path) -> None:
 
 
 def test_racing_capture_batches_with_other_features_are_refused(tmp_path: Path) -> None:
-    mon = DriftMonitor(tmp_path, Settings(bootstrap=4))
+    mon = DriftMonitor(tmp_path, settings({"bootstrap": 4}))
     # Both batches resolve before either fixes the capture's features.
     v1, f1 = mon.resolve("m", "v1")
     v2, f2 = mon.resolve("m", "v1")
@@ -126,7 +126,8 @@ def test_racing_capture_batches_with_other_features_are_refused(tmp_path: Path) 
     assert mon.accept("m", v1, a) == 2
     assert mon.accept("m", v2, b) == 0
     assert b.rejected == {"feature_mismatch": 2} and "different ones" in b.errors[0]
-    assert mon.rejected[("m", "feature_mismatch")] == 2
+    # "m" has no loaded reference yet: its counts go under the one bounded label.
+    assert mon.rejected[("(unknown)", "feature_mismatch")] == 2
     c = parse_rows([{"a": 3.0, "b": 4.0}, {"a": 5.0, "b": 6.0}], ("a", "b"))
     assert mon.accept("m", "v1", c) == 2  # the capture survived and completes
     assert ("m", "v1") in mon.tracked()
@@ -134,18 +135,21 @@ def test_racing_capture_batches_with_other_features_are_refused(tmp_path: Path) 
 
 def test_invalid_version_is_400_and_idle_captures_expire(tmp_path: Path) -> None:
     now = [1000.0]
-    mon = DriftMonitor(tmp_path, Settings(bootstrap=10), clock=lambda: now[0])
+    mon = DriftMonitor(tmp_path, settings({"bootstrap": 10}), clock=lambda: now[0])
     for bad in ("../x", "a b", "x" * 200, ".hidden"):
         with pytest.raises(IngestError) as exc:
             mon.resolve("m", bad)
         assert exc.value.status == 400 and "not a valid name" in exc.value.message
     assert not mon._captures
     for i in range(MAX_PENDING_BOOTSTRAPS):
-        mon.resolve("m", f"v{i}")
+        version, features = mon.resolve("m", f"v{i}")
+        mon.accept("m", version, parse_rows([{"a": 1.0}], features))
     with pytest.raises(IngestError):
         mon.resolve("m", "late")
     now[0] += monitor_mod.CAPTURE_IDLE_S + 1
     assert mon.resolve("m", "late") == ("late", None)  # the idle ones made room
+    assert not mon._captures
+    mon.accept("m", "late", parse_rows([{"a": 1.0}], None))
     mon.sync()
     assert list(mon._captures) == [("m", "late")]
 
@@ -164,7 +168,7 @@ def test_tail_drops_a_line_without_newline_past_the_cap(
     monkeypatch.setattr("agent.drift.tail.MAX_READ", 64)
     store = ReferenceStore(tmp_path / "state")
     store.save("m", "v1", ReferenceSample(np.arange(20.0).reshape(-1, 1), ["a"]), "t")
-    mon = DriftMonitor(tmp_path / "state", Settings())
+    mon = DriftMonitor(tmp_path / "state", settings({}))
     mon.sync()
     log = tmp_path / "req.jsonl"
     log.write_bytes(b"")

@@ -97,7 +97,7 @@ def setup(module_workloads: Workloads) -> Iterator[Setup]:
 
 
 def listing(s: Setup) -> dict[int, dict[str, Any]]:
-    status, body = s.agent.get("/v1/profiles")
+    status, body = s.agent.get("/v1/profiles", auth=True)
     assert status == 200, body
     return {p["pid"]: p for p in json.loads(body)["processes"]}
 
@@ -198,12 +198,12 @@ def test_non_python_process_is_marked_and_backed_off(setup: Setup) -> None:
     assert one(text, "vigil_profile_up", pid) == 0.0
     assert 'vigil_profile_windows_total{result="unsupported"} 1.0' in text
     assert not samples(text, "vigil_profile_gil_ratio", pid)
-    status, body = setup.agent.get(f"/v1/profiles/{pid}")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}", auth=True)
     assert status == 404 and "unsupported" in json.loads(body)["error"]
 
 
 def test_svg_flamegraph_shows_the_hot_function_widest(setup: Setup) -> None:
-    status, body = setup.agent.get(f"/v1/profiles/{setup.pids['mix']}?format=svg")
+    status, body = setup.agent.get(f"/v1/profiles/{setup.pids['mix']}?format=svg", auth=True)
     assert status == 200
     svg = ET.fromstring(body)
     ns = {"s": "http://www.w3.org/2000/svg"}
@@ -237,12 +237,12 @@ def test_svg_flamegraph_shows_the_hot_function_widest(setup: Setup) -> None:
 
 def test_collapsed_and_speedscope_formats(setup: Setup) -> None:
     pid = setup.pids["mix"]
-    status, body = setup.agent.get(f"/v1/profiles/{pid}")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}", auth=True)
     assert status == 200
     lines = body.splitlines()
     assert lines and all(re.fullmatch(r".+ \d+", ln) for ln in lines)
     assert any(";hot (vigil_test_workload.py:" in ln for ln in lines)
-    status, body = setup.agent.get(f"/v1/profiles/{pid}?format=speedscope")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}?format=speedscope", auth=True)
     assert status == 200
     doc = json.loads(body)
     prof = doc["profiles"][0]
@@ -252,21 +252,21 @@ def test_collapsed_and_speedscope_formats(setup: Setup) -> None:
     assert {"hot", "warm", "<module>"} <= {f["name"] for f in frames}
     assert sum(prof["weights"]) == listing(setup)[pid]["last_window"]["samples"]["active"]
     # The wall view adds the sleeping thread, under its own thread root.
-    status, body = setup.agent.get(f"/v1/profiles/{pid}?view=wall")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}?view=wall", auth=True)
     assert status == 200 and "sleeper (vigil_test_workload.py:" in body
     assert body.startswith("thread (")
 
 
 def test_bad_requests_get_clear_errors(setup: Setup) -> None:
     pid = setup.pids["mix"]
-    status, body = setup.agent.get(f"/v1/profiles/{pid}?format=pdf")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}?format=pdf", auth=True)
     assert status == 400
     assert json.loads(body)["allowed"] == ["collapsed", "speedscope", "svg"]
-    status, body = setup.agent.get(f"/v1/profiles/{pid}?view=gpu")
+    status, body = setup.agent.get(f"/v1/profiles/{pid}?view=gpu", auth=True)
     assert status == 400 and json.loads(body)["allowed"] == ["cpu", "wall"]
-    status, body = setup.agent.get("/v1/profiles/notapid")
+    status, body = setup.agent.get("/v1/profiles/notapid", auth=True)
     assert status == 400 and "not a process id" in json.loads(body)["error"]
-    status, body = setup.agent.get("/v1/profiles/999999999")
+    status, body = setup.agent.get("/v1/profiles/999999999", auth=True)
     assert status == 404 and "not a watched process" in json.loads(body)["error"]
 
 
@@ -299,7 +299,7 @@ def test_series_of_an_exited_process_disappear(setup: Setup) -> None:
     proc.kill()
     proc.wait()
     wait_for(lambda: not profile_series(), 5, setup)
-    assert setup.agent.get(f"/v1/profiles/{pid}")[0] == 404
+    assert setup.agent.get(f"/v1/profiles/{pid}", auth=True)[0] == 404
 
 
 def test_sigterm_leaves_no_py_spy_behind(workloads: Workloads) -> None:

@@ -134,18 +134,26 @@ def template(image: str, hash_: str | None = None) -> dict[str, Any]:
 
 
 def llm_fixture(
-    kube: FakeKube, *, current: int = 3, paused: bool = False, current_image: str | None = None
+    kube: FakeKube,
+    *,
+    current: int = 3,
+    paused: bool = False,
+    current_image: str | None = None,
+    opted_in: bool = True,
+    namespace: str = "inference",
 ) -> None:
-    """inference/llm at revision ``current`` of three (images llm:v1..v3), plus a
-    ReplicaSet of another owner with the same labels that must be ignored."""
+    """``namespace``/llm at revision ``current`` of three (images llm:v1..v3), opted in to
+    rollbacks unless ``opted_in`` is false, plus a ReplicaSet of another owner with the
+    same labels that must be ignored."""
     images = {1: "llm:v1", 2: "llm:v2", 3: "llm:v3"}
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             "name": "llm",
-            "namespace": "inference",
+            "namespace": namespace,
             "uid": "dep-uid",
+            "labels": {"app": "llm", **({"vigil.dev/rollback": "enabled"} if opted_in else {})},
             "generation": 5,
             "annotations": {
                 REVISION: str(current),
@@ -159,7 +167,7 @@ def llm_fixture(
             "template": template(current_image or images[current]),
         },
     }
-    kube.deployments[("inference", "llm")] = dep
+    kube.deployments[(namespace, "llm")] = dep
     owner = [
         {
             "apiVersion": "apps/v1",
@@ -175,7 +183,7 @@ def llm_fixture(
             {
                 "metadata": {
                     "name": f"llm-{rev}abc",
-                    "namespace": "inference",
+                    "namespace": namespace,
                     "labels": {"app": "llm", "pod-template-hash": f"{rev}abc"},
                     "annotations": {REVISION: str(rev), "team": f"owner-of-v{rev}"},
                     "ownerReferences": owner,
@@ -189,7 +197,7 @@ def llm_fixture(
         {
             "metadata": {
                 "name": "stray-zzz",
-                "namespace": "inference",
+                "namespace": namespace,
                 "labels": {"app": "llm", "pod-template-hash": "zzz"},
                 "annotations": {REVISION: "2"},
                 "ownerReferences": [{**owner[0], "uid": "someone-else"}],
@@ -197,4 +205,4 @@ def llm_fixture(
             "spec": {"template": template("stray:latest", "zzz")},
         },
     )
-    kube.replicasets["inference"] = sets
+    kube.replicasets[namespace] = sets

@@ -22,7 +22,10 @@ def vigil(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         ("targets: {a: {action: teleport}}", "targets.a.action: 'teleport' is not one of"),
         ("targets: {a: {action: command, argv: echo hi}}", "argv: expected a non-empty list"),
         ("targets: {a: {action: command, argv: [x, '{model}']}}", "as environment, not as {label}"),
-        ("targets: {a: {action: kubernetes, namespace: n}}", "needs deployment"),
+        (
+            "targets: {a: {action: kubernetes, namespace: n}}",
+            "needs allowed_namespaces, deployment",
+        ),
         ("targets: {a: {action: release_dir, path: /x, colour: red}}", "unknown key(s) colour"),
         ("policy: [{target: nowhere}]", "'nowhere' is not a configured target"),
         (
@@ -69,13 +72,13 @@ def test_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_an_unusable_journal_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "rollback-journal.db").write_bytes(b"garbage" * 1000)
+    # A state dir that is a file: the journal cannot be created at all.
+    (tmp_path / "s").write_text("not a directory")
     res = run_controller(
         ["--release-dir", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--insecure-no-auth"]
     )
     assert res.returncode == 1 and "cannot open the journal" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert str(tmp_path / "s") in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
@@ -159,5 +162,5 @@ def test_docs_usage_lists_every_flag_of_the_real_help() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "rollback.md").read_text()
     usage = re.search(r"```\n(vigil rollback-controller .*?)```", doc, re.S)
     assert usage, "docs/rollback.md has no usage block"
-    documented = re.findall(r"\[(--[a-z-]+)", usage.group(1))
+    documented = re.findall(r"\[(--[a-z.-]+)", usage.group(1))
     assert documented == flags

@@ -13,7 +13,7 @@ from rbproc import DRIFT, TOKEN, ControllerProcess, alert, live, payload, releas
 
 
 def test_a_rollback_alert_switches_current_once_however_often_it_is_resent(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     with ControllerProcess(["--release-dir", str(root)], tmp_path / "state") as c:
         started = time.monotonic()
         status, body = c.post(payload(alert(DRIFT)))
@@ -41,7 +41,7 @@ def test_a_rollback_alert_switches_current_once_however_often_it_is_resent(tmp_p
 
 
 def test_resolved_cooldown_and_unlabelled_alerts_do_not_act(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     with ControllerProcess(["--release-dir", str(root), "--cooldown", "1h"], tmp_path / "s") as c:
         first = alert({**DRIFT, "version": "v3"}, fingerprint="a1")
         resolved = alert(DRIFT, fingerprint="a1", status="resolved")
@@ -101,7 +101,7 @@ BAD_INPUT = [
 
 
 def test_bad_input_is_a_4xx_with_the_reason_and_breaks_nothing(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2"])
     with ControllerProcess(["--release-dir", str(root)], tmp_path / "s") as c:
         for raw, status, message in BAD_INPUT:
             got, body = c.post(None, raw=raw)
@@ -114,7 +114,7 @@ def test_bad_input_is_a_4xx_with_the_reason_and_breaks_nothing(tmp_path: Path) -
 
 
 def test_the_token_guards_the_webhook_and_the_journal_lists(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     with ControllerProcess(["--release-dir", str(root)], tmp_path / "s") as c:
         assert c.post(payload(alert(DRIFT)), token=None)[0] == 401
         assert c.post(payload(alert(DRIFT)), token="wrong")[0] == 401
@@ -132,7 +132,7 @@ def test_the_token_guards_the_webhook_and_the_journal_lists(tmp_path: Path) -> N
 
 
 def test_without_a_token_one_is_generated_for_alertmanager(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2"])
     state = tmp_path / "s"
     c = ControllerProcess(["--release-dir", str(root)], state, token=None)
     with c:
@@ -147,7 +147,7 @@ def test_without_a_token_one_is_generated_for_alertmanager(tmp_path: Path) -> No
 
 
 def test_dry_run_journals_but_changes_nothing(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     with ControllerProcess(["--release-dir", str(root), "--dry-run"], tmp_path / "s") as c:
         c.post(payload(alert(DRIFT)))
         (rb,) = c.wait_done()
@@ -156,13 +156,21 @@ def test_dry_run_journals_but_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_span_is_exported_with_the_rollback_attributes(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "rel", ["v1", "v2"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2"])
     labels = {"action": "rollback", "gpu": "0", "uuid": "GPU-aaaa", "instance": "n1:9475"}
+    # A GPU alert reaches a release directory only through a rule that maps the GPU to it.
+    cfg = tmp_path / "rollback.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "targets": {"demo": {"action": "release_dir", "path": str(root)}},
+                "policy": [{"match": {"instance": "n1:9475", "gpu": "0"}, "target": "demo"}],
+            }
+        )
+    )
     with (
         OtlpReceiver() as rx,
-        ControllerProcess(
-            ["--release-dir", str(root), "--otlp-endpoint", rx.url], tmp_path / "s"
-        ) as c,
+        ControllerProcess(["--config", str(cfg), "--otlp-endpoint", rx.url], tmp_path / "s") as c,
     ):
         c.post(payload(alert(labels, annotations={"summary": "GPU 0 is 96% full"})))
         c.wait_done()
@@ -201,6 +209,7 @@ def test_kubernetes_target_named_by_the_alert(tmp_path: Path) -> None:
                             "action": "kubernetes",
                             "namespace": "{namespace}",
                             "deployment": "{deployment}",
+                            "allowed_namespaces": ["inference"],
                             "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
                         }
                     },

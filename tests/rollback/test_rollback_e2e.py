@@ -42,13 +42,13 @@ def normal(mean: float, n: int, seed: int) -> list[float]:
     return [rng.gauss(mean, 1.0) for _ in range(n)]
 
 
-def post_samples(agent_url: str, version: str, values: list[float]) -> None:
+def post_samples(agent: AgentProcess, version: str, values: list[float]) -> None:
     body = json.dumps({"version": version, "columns": {"x": values}}).encode()
     req = urllib.request.Request(
-        f"{agent_url}/v1/drift/demo/samples",
+        f"{agent.url}/v1/drift/demo/samples",
         data=body,
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **agent.auth()},
     )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status < 300
@@ -127,7 +127,7 @@ def test_drifted_inputs_roll_the_model_back_once(tmp_path: Path) -> None:
                 prometheus(tmp_path, rules, f"127.0.0.1:{agent.port}", am.url) as prom,
             ):
                 # Inputs like the reference first: no alert, no rollback.
-                post_samples(agent.url, "v3", normal(0.0, BATCH, seed=2))
+                post_samples(agent, "v3", normal(0.0, BATCH, seed=2))
                 wait_for(
                     "the first scrape",
                     lambda: prom.get_json('/api/v1/query?query=up{job="vigil"}')["data"]["result"],
@@ -140,7 +140,7 @@ def test_drifted_inputs_roll_the_model_back_once(tmp_path: Path) -> None:
                 seed = 100
                 while live(root) != "v2":
                     assert time.monotonic() - first < 30, controller.logs() + agent.logs()
-                    post_samples(agent.url, "v3", normal(2.0, BATCH, seed=seed))
+                    post_samples(agent, "v3", normal(2.0, BATCH, seed=seed))
                     seed += 1
                     time.sleep(0.25)
                 took = time.monotonic() - first

@@ -18,10 +18,11 @@ def kube() -> Iterator[FakeKube]:
         yield k
 
 
-def action(kube: FakeKube, tmp_path: Path, **over: str) -> KubernetesDeploymentAction:
+def action(kube: FakeKube, tmp_path: Path, **over: object) -> KubernetesDeploymentAction:
     params = {
         "namespace": "inference",
         "deployment": "llm",
+        "allowed_namespaces": ["inference"],
         "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig")),
         **over,
     }
@@ -124,7 +125,14 @@ def test_api_errors_are_messages(kube: FakeKube, tmp_path: Path) -> None:
 def test_an_unreachable_api_server_is_a_message(tmp_path: Path) -> None:
     with FakeKube() as dead:
         cfg = dead.kubeconfig(tmp_path / "kubeconfig")
-    a = KubernetesDeploymentAction({"namespace": "n", "deployment": "d", "kubeconfig": str(cfg)})
+    a = KubernetesDeploymentAction(
+        {
+            "namespace": "n",
+            "deployment": "d",
+            "allowed_namespaces": ["n"],
+            "kubeconfig": str(cfg),
+        }
+    )
     with pytest.raises(ActionError, match="deployment n/d"):
         a.plan()
 

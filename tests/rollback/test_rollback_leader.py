@@ -19,7 +19,7 @@ from agent.rollback.tracing import RollbackTracer
 
 
 def test_a_controller_without_the_lock_waits_then_acts_once(tmp_path: Path) -> None:
-    root = release_dir(tmp_path / "models", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     cfg = cfgmod.load(
         flags={
             "release_dir": str(root),

@@ -9,7 +9,13 @@ from agent.rollback.policy import Ignored, Resolved, Rule, TargetSpec, resolve
 TARGETS = {
     "models": TargetSpec("models", "release_dir", {"path": "/srv/models/{model}"}),
     "llm": TargetSpec(
-        "llm", "kubernetes", {"namespace": "{namespace}", "deployment": "{deployment}"}
+        "llm",
+        "kubernetes",
+        {
+            "namespace": "{namespace}",
+            "deployment": "{deployment}",
+            "allowed_namespaces": ["inference"],
+        },
     ),
     "hook": TargetSpec("hook", "command", {"argv": ["/bin/true"]}),
 }
@@ -40,7 +46,8 @@ def test_placeholders_are_filled_from_labels() -> None:
 
 def test_match_re_is_anchored() -> None:
     got = resolve({"action": "rollback", "alertname": "XVigilGPUMemoryFull"}, RULES[1:2], TARGETS)
-    assert isinstance(got, Ignored) and got.reason == "no policy rule matches"
+    assert isinstance(got, Ignored) and got.reason.startswith("no policy rule matches")
+    assert got.result == "no_target"
     got = resolve({"action": "rollback", "alertname": "VigilGPUMemoryFull"}, RULES[1:2], TARGETS)
     assert isinstance(got, Resolved) and got.target == "command:hook"
 

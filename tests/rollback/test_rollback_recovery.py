@@ -14,7 +14,7 @@ from agent.rollback.controller import FAILPOINT_EXIT
 
 
 def crash_then_restart(tmp_path: Path, failpoint: str) -> tuple[Path, list[dict], str]:
-    root = release_dir(tmp_path / "rel", ["v1", "v2", "v3"])
+    root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     state = tmp_path / "state"
     args = ["--release-dir", str(root)]
     crashing = ControllerProcess(args, state, env={"VIGIL_ROLLBACK_FAILPOINT": failpoint}).start()

@@ -140,6 +140,8 @@ def test_vanished_and_unreadable_processes_are_skipped(tmp_path: Path) -> None:
                 "pod_uid": "",
                 "container_id": "",
                 "source": "watch",
+                "workload_kind": "",
+                "workload": "",
             },
         )
         == 1.0

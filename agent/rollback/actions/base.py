@@ -19,15 +19,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 SUCCEEDED, SKIPPED, FAILED, DRY_RUN = "succeeded", "skipped", "failed", "dry_run"
+# The target exists but was not handed over to the controller (a Deployment without the
+# opt-in label, a namespace outside the allow-list): nothing was changed, on purpose.
+REFUSED = "refused"
 
 
 class ActionError(Exception):
     """The rollback cannot be done; the message says why, for the journal."""
 
 
+class Refused(ActionError):
+    """The target may not be acted on; the message says what would allow it."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # succeeded, skipped, failed or dry_run
+    result: str  # succeeded, skipped, failed, dry_run or refused
     detail: str
 
 

@@ -13,7 +13,11 @@ Deployment. As kubectl does:
   annotations become the ReplicaSet's (kubectl's bookkeeping annotations kept), in one
   JSON patch.
 
-Needs RBAC ``get,patch`` on deployments and ``list`` on replicasets in the namespace.
+It acts only where it was told it may: the namespace must be in the target's
+``allowed_namespaces`` and the Deployment must carry the label
+``vigil.dev/rollback: "enabled"`` (its owners' opt-in); otherwise the rollback is
+``refused`` with the reason, and nothing is patched. Needs RBAC ``get,patch`` on
+deployments and ``list`` on replicasets in each allowed namespace (deploy/rollback-namespace/).
 """
 
 from __future__ import annotations
@@ -23,8 +27,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from agent.rollback.actions.base import DRY_RUN, SKIPPED, SUCCEEDED, ActionError, Outcome
+from agent.rollback.actions.base import (
+    DRY_RUN,
+    SKIPPED,
+    SUCCEEDED,
+    ActionError,
+    Outcome,
+    Refused,
+)
 
+# The Deployment's opt-in: set by the people who own the workload, not by whoever writes
+# alert rules, so that a rule (or a PrometheusRule anyone can create) cannot reach it.
+OPT_IN_LABEL, OPT_IN_VALUE = "vigil.dev/rollback", "enabled"
 REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 # kubectl's rollback.go: annotations that belong to the Deployment, not to a revision.
@@ -133,6 +147,7 @@ class KubernetesDeploymentAction:
     ) -> None:
         self.namespace = params["namespace"]
         self.name = params["deployment"]
+        self.allowed = list(params.get("allowed_namespaces") or [])
         self.params = params
         self._factory = client_factory
         self._api: Any = None
@@ -173,8 +188,21 @@ class KubernetesDeploymentAction:
             raise ActionError(f"{what} {self.where}: {exc}") from None
 
     def _state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        if self.namespace not in self.allowed:
+            raise Refused(
+                f"namespace {self.namespace!r} is not in allowed_namespaces "
+                f"({', '.join(self.allowed) or 'none'}); add it to the target's "
+                "allowed_namespaces and grant the Role there (docs/rollback.md)"
+            )
         apps = self._apps()
         dep = self._call("get", apps.read_namespaced_deployment, self.name, self.namespace)
+        labels = dep.get("metadata", {}).get("labels") or {}
+        if labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
+            raise Refused(
+                f"{self.where} has not opted in to rollbacks: it lacks the label "
+                f'{OPT_IN_LABEL}: "{OPT_IN_VALUE}" (kubectl label deployment {self.name} '
+                f"-n {self.namespace} {OPT_IN_LABEL}={OPT_IN_VALUE})"
+            )
         if dep.get("spec", {}).get("paused"):
             raise ActionError(
                 f"{self.where} is paused; resume it (kubectl rollout resume) before rolling back"
