@@ -28,4 +28,4 @@ bench: setup
 	bash bench/run-all.sh
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-servers build .pytest_cache .mypy_cache .ruff_cache

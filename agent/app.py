@@ -13,32 +13,68 @@ import logging
 import platform
 import signal
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from agent import __version__, kube
-from agent.auth import INGEST_TOKEN_NAME, BearerAuth, TokenFile, ensure_token
+from agent.auth import INGEST_TOKEN_NAME, BearerAuth, TokenFile, ensure_private_dir, ensure_token
+from agent.collectors.drift.ingest import INGEST_CONCURRENCY, SAMPLES_ROUTE
 from agent.config import Config
 from agent.discovery import Discovery
-from agent.drift.ingest import INGEST_CONCURRENCY, SAMPLES_ROUTE
+from agent.metrics import MetricSpec
 from agent.registry import CollectorSet, CollectorSpec, Context, Entry, start_collectors
 from agent.server import Server
-from agent.telemetry import OtlpMetricBridge
 from agent.webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    from agent.telemetry import OtlpMetricBridge
 
 log = logging.getLogger("vigil.agent")
 
 SHUTDOWN_DEADLINE_S = 4.0  # of the 5 s promised for SIGTERM, leaving 1 s for HTTP and exit
 
 
+BUILD_INFO = MetricSpec(
+    "vigil_build_info",
+    "gauge",
+    "Vigil's version and the Python it runs on (value is always 1).",
+    "agent",
+    ("version", "python_version"),
+)
+
+
+def _process(name: str, type_: str, help_: str, unit: str = "") -> MetricSpec:
+    return MetricSpec(name, type_, help_, "agent", unit=unit)
+
+
+# The agent's own process, rendered by prometheus_client's ProcessCollector: declared with
+# the help text it writes, so the catalogue says what /metrics says.
+PROCESS_METRICS = (
+    _process(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        "seconds",
+    ),
+    _process("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "bytes"),
+    _process("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "bytes"),
+    _process(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        "seconds",
+    ),
+    _process("process_open_fds", "gauge", "Number of open file descriptors."),
+    _process("process_max_fds", "gauge", "Maximum number of open file descriptors."),
+)
+METRICS = (BUILD_INFO, *PROCESS_METRICS)
+
+
 class BuildInfo:
     def collect(self) -> Iterable[Metric]:
-        g = GaugeMetricFamily(
-            "vigil_build_info",
-            "Vigil's version and the Python it runs on (value is always 1).",
-            labels=["version", "python_version"],
-        )
+        g = BUILD_INFO.gauge()
         g.add_metric([__version__, platform.python_version()], 1.0)
         return [g]
 
@@ -59,7 +95,7 @@ class Agent:
             interval=float(config.get("discovery.interval")),
             resolver=self.pods,
         )
-        self.ctx = Context(config=config, discovery=self.discovery)
+        self.ctx = Context(discovery=self.discovery, paths=config.paths)
         # A bad --web.config.file is a usage error, found before anything starts.
         web_file = str(config.get("web.config.file") or "")
         self.web_config = load_web_config(web_file) if web_file else WebConfig()
@@ -74,9 +110,17 @@ class Agent:
             # The first list, so processes seen at start get their pod names at once; an
             # API that does not answer in time is resolved later, never waited on forever.
             await asyncio.get_running_loop().run_in_executor(None, self.pods.wait_listed, 5.0)
+        try:
+            # Before anything writes there: what the agent keeps is nobody else's to read.
+            ensure_private_dir(self.config.state_dir)
+        except OSError as exc:
+            log.warning(
+                "cannot create the state directory",
+                extra={"state_dir": str(self.config.state_dir), "error": exc.strerror},
+            )
         self.discovery.start()
         enabled = {s.name: self.config.enabled(s.name) for s in self.specs}
-        entries = start_collectors(self.specs, self.ctx, enabled)
+        entries = start_collectors(self.specs, self.ctx, enabled, self.config.settings)
         # Discovery renders through the same isolating wrapper as the collectors.
         entries.insert(0, Entry("discovery", self.discovery, "running"))
         self.collectors = CollectorSet(entries)
@@ -103,6 +147,10 @@ class Agent:
             raise
         endpoint = str(self.config.get("otlp-endpoint"))
         if endpoint:
+            # Imported only here: the OpenTelemetry SDK costs ~2 MiB and 70 ms at start
+            # (python -X importtime) that an agent without an OTLP endpoint never uses.
+            from agent.telemetry import OtlpMetricBridge
+
             self.otlp = OtlpMetricBridge(
                 self.registry, endpoint, float(self.config.get("otlp-interval"))
             )
@@ -114,7 +162,9 @@ class Agent:
         given = str(self.config.get("ingest-token-file") or "")
         if given:
             log.info("API token", extra={"token_file": given})
-            return BearerAuth(token_file=TokenFile(given))
+            bearer = BearerAuth(token_file=TokenFile(given))
+            bearer.check()  # an unusable file is logged now, not at the first request
+            return bearer
         path = self.config.state_dir / INGEST_TOKEN_NAME
         try:
             if ensure_token(path):
@@ -129,7 +179,9 @@ class Agent:
                     "fix": "--state-dir DIR (writable) or --ingest-token-file FILE",
                 },
             )
-        return BearerAuth(token_file=TokenFile(path))
+        bearer = BearerAuth(token_file=TokenFile(path))
+        bearer.check()
+        return bearer
 
     async def stop(self) -> None:
         if self.server is not None:

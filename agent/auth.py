@@ -9,16 +9,29 @@ changes, so a rotated token takes effect without a restart.
 
 The agent's token needs no set-up: on first start it is generated into
 ``<state-dir>/ingest-token`` (mode 0600, written whole or not at all), where the CLI and
-the client library (agent/drift/client.py) look for it.
+the client library (agent/drift/client.py) look for it. A state directory either server
+creates is created 0700 (:func:`ensure_private_dir`).
+
+A token file, generated or given, is used only if nobody else could have written or read
+it (:func:`token_file_problem`): a token planted in advance by another local user (the
+default state directory of a non-root user is ``./var``), or one every user can read, is
+no secret. Otherwise the agent's APIs answer 503 saying which file and how to fix it, and
+the controller does not start.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.atomic import atomic_write
+
+log = logging.getLogger("vigil.auth")
 
 # The client library keeps its own copy of this name (it imports nothing of Vigil);
 # tests/security/test_http_auth.py checks that the two agree.
@@ -69,8 +82,44 @@ class TokenError(Exception):
     """The server's own token cannot be used; the message says which file and why."""
 
 
+def token_file_problem(mode: int, uid: int, gid: int, euid: int, egid: int) -> str:
+    """Why a token file with this mode and owner cannot be trusted ("" when it can).
+
+    The owner must be this process's user or root (only root could have made a root-owned
+    file, and root can read everything anyway). Nobody else may write it, and others may
+    not read it. The group may read it only when it is this process's own group: that is
+    how Kubernetes hands a Secret to a non-root pod (root-owned, group fsGroup, mode 0440).
+    """
+    perm = f"mode {stat.S_IMODE(mode):04o}"
+    if uid not in (euid, 0):
+        return f"belongs to uid {uid}, not to this process's user (uid {euid}) or root"
+    if mode & stat.S_IWOTH:
+        return f"is writable by others ({perm})"
+    if mode & stat.S_IWGRP:
+        return f"is writable by its group ({perm})"
+    if mode & stat.S_IROTH:
+        return f"is readable by others ({perm})"
+    if mode & stat.S_IRGRP and gid != egid:
+        return f"is readable by group {gid}, not this process's own ({perm})"
+    return ""
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    euid, egid = os.geteuid(), os.getegid()
+    problem = token_file_problem(st.st_mode, st.st_uid, st.st_gid, euid, egid)
+    if problem:
+        owner = "" if st.st_uid in (euid, 0) else f"chown {euid} {path} && "
+        raise TokenError(
+            f"token file {path} {problem}, so it is no secret: check who made it, then "
+            f"{owner}chmod 600 {path} (a Kubernetes Secret volume: defaultMode: 0400)"
+        )
+
+
 class TokenFile:
-    """A token kept in a file, re-read when the file changes (rotation needs no restart)."""
+    """A token kept in a file, re-read when the file changes (rotation needs no restart).
+
+    Mode and owner are checked on every read: a chmod does not change the content.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -80,6 +129,7 @@ class TokenFile:
     def read(self) -> str:
         try:
             st = os.stat(self.path)
+            _check_private(self.path, st)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
                 self._token = self.path.read_text().strip()
@@ -93,6 +143,11 @@ class TokenFile:
         return self._token
 
 
+def read_token_file(path: Path | str) -> str:
+    """The token in ``path``, once, with the same checks as :class:`TokenFile`."""
+    return TokenFile(path).read()
+
+
 class BearerAuth:
     """The bearer-token check of one server; ``token`` is fixed or read from a file."""
 
@@ -100,75 +155,69 @@ class BearerAuth:
         if (token is None) == (token_file is None):
             raise ValueError("give exactly one of token and token_file")
         self._token, self._file = token, token_file
+        self._last_error = ""
 
     @property
     def source(self) -> str:
         return str(self._file.path) if self._file is not None else "configured token"
 
-    def problem(self, header: str | None) -> Refusal | None:
+    def _read(self) -> tuple[str, str]:
+        """(token, "") or ("", why there is none); a new cause is logged once."""
         try:
             token = self._token if self._file is None else self._file.read()
         except TokenError as exc:
-            # The server cannot tell anyone apart: refuse everyone, and say how to fix it.
-            return Refusal(503, "no_credential", f"API disabled: {exc}")
+            if str(exc) != self._last_error:
+                log.error(
+                    "API token unusable: /v1 APIs refuse every request (503)",
+                    extra={"token_file": self.source, "error": str(exc)},
+                )
+            self._last_error = str(exc)
+            return "", str(exc)
+        if self._last_error:
+            log.info("API token usable again", extra={"token_file": self.source})
+            self._last_error = ""
         assert token is not None
+        return token, ""
+
+    def check(self) -> str:
+        """Why the token cannot be used now ("" when it can), for a check at start."""
+        return self._read()[1]
+
+    def problem(self, header: str | None) -> Refusal | None:
+        token, error = self._read()
+        if error:
+            # The server cannot tell anyone apart: refuse everyone, and say how to fix it.
+            return Refusal(503, "no_credential", f"API disabled: {error}")
         return bearer_problem(header, token)
 
 
 def write_secret(path: Path, text: str) -> bool:
     """Creates ``path`` holding ``text``, mode 0600, all at once; False if it already exists.
 
-    The temporary file is created with O_EXCL and mode 0600 (never readable by others,
-    not even for a moment), fsynced, then linked into place (link fails rather than
-    overwrite: two starts on one state dir share the first token), and the directory is
-    fsynced. A crash or a full disk leaves no file or a complete one, never a half one.
+    Never readable by others, not even for a moment, and never overwritten: two starts on
+    one state dir share the first token (see :func:`agent.atomic.atomic_write`). A crash or
+    a full disk leaves no file or a complete one, never a half one.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            data = text.encode()
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-            created = True
-        except FileExistsError:
-            created = False
-        except OSError:
-            # A filesystem without hard links: rename is atomic too; the existence check
-            # keeps a token that another start just made (the only race left).
-            created = not path.exists()
-            if created:
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        return created
-    finally:
-        tmp.unlink(missing_ok=True)
+    return atomic_write(path, text.encode(), mode=0o600, overwrite=False)
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Creates the state directory ``path`` mode 0700 if it is missing (parents as the
+    umask says); an existing one is left as its owner set it.
+
+    A state directory a server creates is its own: the token, references, captures and the
+    journal in it are nobody else's to read or replace.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def ensure_token(path: Path) -> bool:
-    """Makes a random token at ``path`` unless one is there; True when it made one."""
+    """Makes a random token at ``path`` unless one is there; True when it made one.
+
+    One that is there is kept as it is: whether it can be trusted is checked where it is
+    read (:class:`TokenFile`), every time.
+    """
     if path.exists():
         return False
-    # A state directory the agent creates is its own: the token, references and captures
-    # in it are nobody else's to read or replace.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     return write_secret(path, secrets.token_urlsafe(TOKEN_BYTES) + "\n")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Makes the new entry durable; best effort where a directory cannot be opened."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)

@@ -24,13 +24,13 @@ from agent.config import (
     AGENT_FIELDS,
     Config,
     ConfigError,
-    Field,
     collector_fields,
     from_env,
     load_yaml,
     resolve,
 )
 from agent.log import setup_logging
+from agent.options import Field
 from agent.registry import CollectorSpec
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -117,8 +117,7 @@ def add_config_flags(parser: argparse.ArgumentParser, specs: Sequence[CollectorS
     for spec in specs:
         group = parser.add_argument_group(
             f"collector {spec.name}",
-            f"{spec.help}. Switch with --collector.{spec.name} / --no-collector.{spec.name}"
-            + ("" if spec.factory else " (not built yet)"),
+            f"{spec.help}. Switch with --collector.{spec.name} / --no-collector.{spec.name}",
         )
         for f in collector_fields(spec):
             _add_field(group, f)

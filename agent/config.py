@@ -13,7 +13,9 @@ flag                       environment                     YAML
 =========================  ==============================  ================================
 
 Unknown keys and bad values are rejected with a :class:`ConfigError` that names the key,
-where it came from and what is allowed.
+where it came from and what is allowed. A setting's type, default, bounds and help are
+declared once, as an :class:`agent.options.Field` (the agent's own, below) or as a field of
+a collector's settings dataclass (its package's settings.py); everything here is derived.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agent.registry import CollectorSpec, Option
+from agent.auth import INGEST_TOKEN_NAME
+from agent.options import ConfigError, Field, SettingError, build, declared
+from agent.registry import CollectorSpec, Paths
 
 # Python processes whose command line names a common inference server or framework,
 # plus the non-Python servers that are usually the GPU holders. Matched against the
@@ -39,30 +43,6 @@ DEFAULT_WATCH = (
     r"|bentoml|kserve|uvicorn|gunicorn|fastapi|diffusers|llama_cpp)\b",
     r"(?i)^\S*(tritonserver|text-generation-launcher|text-generation-router)\b",
 )
-
-
-class ConfigError(Exception):
-    """A setting that cannot be used; the message names the key and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Field:
-    key: str
-    type: str  # int | float | duration | bool | str | list
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    metavar: str | None = None
-    maximum: float | None = None
-
-    @property
-    def env(self) -> str:
-        return "VIGIL_" + re.sub(r"[.\-]", "_", self.key).upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.key
 
 
 def default_state_dir() -> str:
@@ -240,6 +220,7 @@ def coerce(f: Field, value: Any, source: str) -> Any:
 
 
 def collector_fields(spec: CollectorSpec) -> list[Field]:
+    """The on/off switch, then one field per field of the collector's settings dataclass."""
     fields = [
         Field(
             f"collector.{spec.name}",
@@ -248,21 +229,12 @@ def collector_fields(spec: CollectorSpec) -> list[Field]:
             f"enable the {spec.name} collector: {spec.help}",
         )
     ]
-    for opt in spec.options:
-        fields.append(_option_field(spec.name, opt))
+    for opt in declared(spec.settings):
+        # A list default is a tuple in the frozen settings but a list like every list
+        # value read from flags, env or YAML, so that a value equal to the default is equal.
+        default = list(opt.default) if opt.type == "list" else opt.default
+        fields.append(replace(opt, key=f"collector.{spec.name}.{opt.key}", default=default))
     return fields
-
-
-def _option_field(collector: str, opt: Option) -> Field:
-    return Field(
-        f"collector.{collector}.{opt.name}",
-        opt.type,
-        opt.default,
-        opt.help,
-        opt.choices,
-        opt.minimum,
-        maximum=opt.maximum,
-    )
 
 
 @dataclass
@@ -272,6 +244,8 @@ class Config:
     values: dict[str, Any]
     origin: dict[str, str] = field(default_factory=dict)
     specs: tuple[CollectorSpec, ...] = ()
+    # collector name → its settings dataclass instance, built from ``values``
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def listen(self) -> str:
@@ -299,9 +273,16 @@ class Config:
         key = f"collector.{collector}"
         return bool(self.values[key]) and self.origin.get(key, "default") != "default"
 
-    def collector_options(self, collector: str) -> dict[str, Any]:
-        prefix = f"collector.{collector}."
-        return {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
+    @property
+    def paths(self) -> Paths:
+        given = str(self.values.get("ingest-token-file") or "")
+        state = self.state_dir
+        return Paths(
+            procfs=self.procfs,
+            state_dir=state,
+            token_file=Path(given) if given else state / INGEST_TOKEN_NAME,
+            token_given=bool(given),
+        )
 
 
 def all_fields(specs: Sequence[CollectorSpec]) -> dict[str, Field]:
@@ -442,9 +423,30 @@ def resolve(
             f = fields.get(key)
             if f is None:
                 raise ConfigError(f"unknown setting {key!r} (from {source})")
-            where = (
-                f"{f.env}" if source == "environment" else (f.flag if source == "flags" else source)
-            )
-            values[key] = coerce(f, raw, where)
+            values[key] = coerce(f, raw, _where(f, source))
             origin[key] = source
-    return Config(values=values, origin=origin, specs=tuple(specs))
+    settings = {spec.name: _settings(spec, values, origin, fields) for spec in specs}
+    return Config(values=values, origin=origin, specs=tuple(specs), settings=settings)
+
+
+def _where(f: Field, source: str) -> str:
+    """How the user wrote the value: the variable, the flag, or the file's name."""
+    return {"environment": f.env, "flags": f.flag}.get(source, source)
+
+
+def _settings(
+    spec: CollectorSpec,
+    values: Mapping[str, Any],
+    origin: Mapping[str, str],
+    fields: Mapping[str, Field],
+) -> Any:
+    """The collector's settings instance; a value its dataclass refuses (a check across
+    fields) is a ConfigError like any bad value, naming the key and its source."""
+    prefix = f"collector.{spec.name}."
+    mine = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+    try:
+        return build(spec.settings, mine)
+    except SettingError as exc:
+        key = prefix + exc.option
+        where = _where(fields[key], origin.get(key, "default"))
+        raise ConfigError(f"{key} (from {where}): {exc.why}") from None

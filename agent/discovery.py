@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+
+from agent.loop import Loop
+from agent.metrics import MetricSpec
 
 log = logging.getLogger("vigil.discovery")
 
@@ -174,6 +177,37 @@ def series_labels(info: ProcessInfo | None, pid: int, comm: str = "") -> tuple[s
     return (lab["pod"], lab["namespace"], lab["container"], lab["comm"], lab.get("pid", ""))
 
 
+WATCHED_PROCESS_INFO = MetricSpec(
+    "vigil_watched_process_info",
+    "gauge",
+    "A process Vigil watches, with its pod attribution and the workload that owns the pod "
+    "(value is always 1). workload_kind/workload name the pod's controller (a Deployment "
+    "derived from its ReplicaSet), empty for a bare pod or without the Kubernetes API; the "
+    "rollback alerts join on them.",
+    "discovery",
+    (
+        "pid",
+        "comm",
+        "pod",
+        "namespace",
+        "container",
+        "pod_uid",
+        "container_id",
+        "source",
+        "workload_kind",
+        "workload",
+    ),
+)
+SKIPPED_PROCESSES = MetricSpec(
+    "vigil_discovery_skipped_processes_total",
+    "counter",
+    "Processes discovery could not fully read, by reason (permission, unreadable, unknown_cgroup).",
+    "discovery",
+    ("reason",),
+)
+METRICS = (WATCHED_PROCESS_INFO, SKIPPED_PROCESSES)
+
+
 class PodResolver(Protocol):
     """Maps a pod UID to (pod name, namespace, {container id: container name})."""
 
@@ -203,8 +237,16 @@ class Discovery:
         self._watched: dict[int, ProcessInfo] = {}
         self._skipped: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The first refresh runs in start(), so the thread waits one interval first; a bug
+        # in a refresh is logged and counted, and must not stop discovery for good.
+        self._loop = Loop(
+            "discovery",
+            self.refresh,
+            interval,
+            logger=log,
+            message="discovery refresh failed",
+            wait_first=True,
+        )
         self.generation = 0
         self.labels_changed = False
 
@@ -223,20 +265,10 @@ class Discovery:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self.refresh()
-        self._thread = threading.Thread(target=self._loop, name="vigil-discovery", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception as exc:  # a bug here must not stop discovery for good
-                log.error("discovery refresh failed", exc_info=True, extra={"error": str(exc)})
+        self._loop.stop(timeout=2.0)
 
     # -- the work -----------------------------------------------------------------------
     def _skip(self, reason: str) -> None:
@@ -376,23 +408,7 @@ class Discovery:
     name = "discovery"
 
     def collect(self) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
-            "vigil_watched_process_info",
-            "A process Vigil watches, with its pod attribution and the workload that owns "
-            "the pod (value is always 1).",
-            labels=[
-                "pid",
-                "comm",
-                "pod",
-                "namespace",
-                "container",
-                "pod_uid",
-                "container_id",
-                "source",
-                "workload_kind",
-                "workload",
-            ],
-        )
+        info = WATCHED_PROCESS_INFO.gauge()
         for p in sorted(self._watched.values(), key=lambda p: p.pid):
             info.add_metric(
                 [
@@ -409,11 +425,7 @@ class Discovery:
                 ],
                 1.0,
             )
-        skipped = CounterMetricFamily(
-            "vigil_discovery_skipped_processes",
-            "Processes discovery could not fully read, by reason.",
-            labels=["reason"],
-        )
+        skipped = SKIPPED_PROCESSES.counter()
         for reason in ("permission", "unreadable", "unknown_cgroup"):
             skipped.add_metric([reason], float(self._skipped.get(reason, 0)))
         return [info, skipped]

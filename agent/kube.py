@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import Config, ConfigError
@@ -53,6 +53,10 @@ class PodEntry:
     containers: Mapping[str, str]  # container id (no runtime prefix) -> container name
     workload_kind: str = ""  # Deployment, StatefulSet, DaemonSet, Job, ReplicaSet … or ""
     workload: str = ""
+    # Where the inference collector reaches the pod's servers, and the annotations that
+    # name a server discovery cannot guess (agent/collectors/inference/targets.py).
+    ip: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 # The label the Deployment controller puts on a ReplicaSet's pods; the ReplicaSet is named
@@ -127,6 +131,10 @@ def pod_entry(pod: Any) -> PodEntry | None:
         containers=containers,
         workload_kind=kind,
         workload=workload,
+        ip=str(_get(status, "pod_ip", "podIP") or ""),
+        annotations={
+            str(k): str(v) for k, v in (_get(meta, "annotations", "annotations") or {}).items()
+        },
     )
 
 

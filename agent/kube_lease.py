@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from agent.kube import core_api
-from agent.log import log_limited
+from agent.loop import Loop
 
 log = logging.getLogger("vigil.kube")
 
@@ -72,8 +71,18 @@ class LeaseLock:
         self._renewed_at: float | None = None  # our clock, at our last successful write
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # API down: the round fails (logged once a minute) and the lock lapses once the
+        # renew deadline passes; the next round comes retry_period later all the same.
+        self._loop = Loop(
+            "lease",
+            self._round,
+            retry_period,
+            logger=log,
+            message="cannot renew the leader lock",
+            fields={"lease": name},
+            level=logging.WARNING,
+            traceback=False,
+        )
 
     def held(self) -> bool:
         at = self._renewed_at
@@ -153,34 +162,20 @@ class LeaseLock:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="vigil-lease", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            was = self.held()
-            try:
-                self.try_acquire_or_renew()
-            except Exception as exc:  # API down: stop acting once the deadline passes
-                log_limited(
-                    log,
-                    logging.WARNING,
-                    "kube-lease",
-                    "cannot renew the leader lock",
-                    every=60.0,
-                    lease=self.name,
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                )
+    def _round(self) -> None:
+        was = self.held()
+        try:
+            self.try_acquire_or_renew()
+        finally:
             if was and not self.held():
                 log.warning("leader lock lost", extra={"lease": self.name})
-            self._stop.wait(self.retry_period)
 
     def close(self, release: bool = True) -> None:
         """Stops renewing; with ``release``, hands the Lease over at once (as client-go's
         ReleaseOnCancel) instead of making the next holder wait out the duration."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.retry_period + 1)
+        self._loop.stop(timeout=self.retry_period + 1)
         if release and self.held():
             try:
                 resp = self.api.read_namespaced_lease(

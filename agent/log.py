@@ -96,13 +96,15 @@ def log_limited(
     msg: str,
     *,
     every: float = 300.0,
+    exc_info: Any = False,  # Any: callers spread **dict[str, object] of fields after it
     **fields: Any,
 ) -> bool:
-    """Logs ``msg`` unless the same ``key`` was logged within ``every`` seconds."""
+    """Logs ``msg`` unless the same ``key`` was logged within ``every`` seconds; with
+    ``exc_info`` (inside an ``except``) the traceback goes on the same line."""
     suppressed = _limiter.allow(logger.name, key, every)
     if suppressed is None:
         return False
     if suppressed:
         fields["suppressed"] = suppressed
-    logger.log(level, msg, extra=fields)
+    logger.log(level, msg, exc_info=exc_info, extra=fields)
     return True

@@ -16,18 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from agent.log import log_limited
+from agent.loop import Loop
+from agent.metrics import MetricSpec
+from agent.options import declared
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from agent.config import Config
     from agent.discovery import Discovery
 
 log = logging.getLogger("vigil.registry")
@@ -64,19 +67,6 @@ class Collector(Protocol):
 
 
 @dataclass(frozen=True)
-class Option:
-    """One ``--collector.<name>.<opt>`` option; its type drives parsing and --help."""
-
-    name: str
-    type: str  # "int" | "float" | "duration" | "bool" | "str" | "list"
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-@dataclass(frozen=True)
 class Check:
     """One line of `vigil doctor`: ok, the precise reason, and the command that fixes it."""
 
@@ -86,34 +76,55 @@ class Check:
     fix: str = ""
 
 
+@dataclass(frozen=True)
+class Paths:
+    """Where the agent reads and writes on this host, resolved from the configuration;
+    what a doctor gets, since it runs without discovery or a server."""
+
+    procfs: str
+    state_dir: Path
+    # The bearer token of the /v1 APIs: --ingest-token-file, else <state_dir>/ingest-token,
+    # generated on first start (token_given False).
+    token_file: Path
+    token_given: bool = False
+
+
 @dataclass
 class Context:
-    """The outside world a collector may use, injected so tests can replace it."""
+    """The outside world a collector may use, injected so tests can replace it. Not the
+    whole configuration: a collector's own settings come as its settings dataclass."""
 
-    config: Config
     discovery: Discovery
-    # Components mount HTTP routes here (drift ingest, profiles); the server adds them.
+    paths: Paths
+    # Components mount HTTP routes here (drift ingest, profiles); the server adds them,
+    # behind the API bearer token, whatever the listen address.
     routes: list[web.RouteDef] = field(default_factory=list)
 
 
-Factory = Callable[[Context, dict[str, Any]], Collector]
-# doctor(options) -> checks; a doctor that also needs agent-wide settings (the state
-# directory, the listen address) declares a ``config`` keyword and receives the Config.
-Doctor = Callable[..., list[Check]]
+# factory(ctx, settings) -> collector; doctor(settings, paths) -> checks. ``settings`` is
+# an instance of the spec's settings dataclass (agent/options.py).
+Factory = Callable[[Context, Any], Collector]
+Doctor = Callable[[Any, Paths], list[Check]]
 
 
 @dataclass(frozen=True)
 class CollectorSpec:
-    """How a collector module registers itself (see agent/collectors/__init__.py)."""
+    """How a collector package registers itself (see agent/collectors/__init__.py)."""
 
     name: str
     help: str
-    options: tuple[Option, ...] = ()
+    # A frozen dataclass whose fields are declared with agent.options.option().
+    settings: type
+    factory: Factory
+    doctor: Doctor
     default_enabled: bool = True
-    # None while the collector's own work has not landed: it is listed, reports
-    # success 0 and says "not built yet" in `vigil doctor`, and exports nothing else.
-    factory: Factory | None = None
-    doctor: Doctor | None = None
+    # Every family the collector renders (its package's metrics.py): docs/metrics.md and
+    # the dashboard and rule checks are derived from these.
+    metrics: tuple[MetricSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A field without option() has no type, help or flag: refused at import.
+        declared(self.settings)
 
 
 class SnapshotCollector:
@@ -132,8 +143,7 @@ class SnapshotCollector:
         self._snapshot: Any = None
         self._error: BaseException | None = None
         self._first = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: Loop | None = None
 
     # -- to implement -------------------------------------------------------
     def open(self) -> None:
@@ -151,8 +161,17 @@ class SnapshotCollector:
     # -- the protocol -------------------------------------------------------
     def start(self) -> None:
         self.open()
-        self._thread = threading.Thread(target=self._loop, name=f"vigil-{self.name}", daemon=True)
-        self._thread.start()
+        # The interval counts from the start of a refresh: a slow source still refreshes
+        # once per interval, not once per interval plus its own latency.
+        self._loop = Loop(
+            self.name,
+            self.refresh_now,
+            self.interval,
+            logger=log,
+            fixed_rate=True,
+            clock=self._clock,
+        )
+        self._loop.start()
 
     def collect(self) -> Iterable[Metric]:
         if self._error is not None:
@@ -166,17 +185,14 @@ class SnapshotCollector:
         return self._first.is_set()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3.0)
-            if self._thread.is_alive():
-                # Releasing the source under a refresh still in flight (NVML, BPF maps)
-                # could crash the process; the daemon thread ends with it instead.
-                log.warning(
-                    "collector refresh still running at close; not releasing its source",
-                    extra={"collector": self.name},
-                )
-                return
+        if self._loop is not None and not self._loop.stop(timeout=3.0):
+            # Releasing the source under a refresh still in flight (NVML, BPF maps)
+            # could crash the process; the daemon thread ends with it instead.
+            log.warning(
+                "collector refresh still running at close; not releasing its source",
+                extra={"collector": self.name},
+            )
+            return
         self.shutdown()
 
     def refresh_now(self) -> None:
@@ -198,13 +214,6 @@ class SnapshotCollector:
         finally:
             self._first.set()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = self._clock()
-            self.refresh_now()
-            elapsed = self._clock() - started
-            self._stop.wait(max(0.0, self.interval - elapsed))
-
 
 @dataclass
 class Entry:
@@ -212,9 +221,35 @@ class Entry:
 
     name: str
     collector: Collector | None
-    state: str  # "running" | "unavailable" | "not_built"
+    state: str  # "running" | "unavailable"
     reason: str = ""
     fix: str = ""
+
+
+# What every scrape says about each collector (owner "agent": the framework renders them).
+SCRAPE_SUCCESS = MetricSpec(
+    "vigil_scrape_collector_success",
+    "gauge",
+    "Whether the collector produced its metrics in this scrape (1) or not (0).",
+    "agent",
+    ("collector",),
+)
+SCRAPE_DURATION = MetricSpec(
+    "vigil_scrape_collector_duration_seconds",
+    "gauge",
+    "Time the collector took to render its metrics in this scrape.",
+    "agent",
+    ("collector",),
+    unit="seconds",
+)
+COLLECTOR_ERRORS = MetricSpec(
+    "vigil_collector_errors_total",
+    "counter",
+    "Unexpected errors raised by a collector while rendering a scrape.",
+    "agent",
+    ("collector",),
+)
+METRICS = (SCRAPE_SUCCESS, SCRAPE_DURATION, COLLECTOR_ERRORS)
 
 
 class CollectorSet:
@@ -235,26 +270,14 @@ class CollectorSet:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        success = GaugeMetricFamily(
-            "vigil_scrape_collector_success",
-            "Whether the collector produced its metrics in this scrape (1) or not (0).",
-            labels=["collector"],
-        )
-        duration = GaugeMetricFamily(
-            "vigil_scrape_collector_duration_seconds",
-            "Time the collector took to render its metrics in this scrape.",
-            labels=["collector"],
-        )
+        success = SCRAPE_SUCCESS.gauge()
+        duration = SCRAPE_DURATION.gauge()
         for entry in self.entries:
             ok, families, elapsed = self._run(entry)
             yield from families
             success.add_metric([entry.name], 1.0 if ok else 0.0)
             duration.add_metric([entry.name], elapsed)
-        errors = CounterMetricFamily(
-            "vigil_collector_errors",
-            "Unexpected errors raised by a collector while rendering a scrape.",
-            labels=["collector"],
-        )
+        errors = COLLECTOR_ERRORS.counter()
         with self._lock:
             for name, count in self._errors.items():
                 errors.add_metric([name], float(count))
@@ -316,20 +339,19 @@ def _close_quietly(entry: Entry) -> None:
 
 
 def start_collectors(
-    specs: Sequence[CollectorSpec], ctx: Context, enabled: dict[str, bool]
+    specs: Sequence[CollectorSpec],
+    ctx: Context,
+    enabled: Mapping[str, bool],
+    settings: Mapping[str, Any],
 ) -> list[Entry]:
-    """Builds and starts each enabled collector; failures become entries, not exceptions."""
+    """Builds and starts each enabled collector with its settings (name → instance of the
+    spec's settings dataclass); failures become entries, not exceptions."""
     entries: list[Entry] = []
     for spec in specs:
         if not enabled.get(spec.name, spec.default_enabled):
             continue
-        if spec.factory is None:
-            entries.append(Entry(spec.name, None, "not_built", "not built yet"))
-            log.info("collector not built yet", extra={"collector": spec.name})
-            continue
-        options = ctx.config.collector_options(spec.name)
         try:
-            collector = spec.factory(ctx, options)
+            collector = spec.factory(ctx, settings[spec.name])
             collector.start()
         except CollectorUnavailable as exc:
             entries.append(Entry(spec.name, None, "unavailable", exc.reason, exc.fix))

@@ -22,26 +22,23 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from agent.auth import BearerAuth, Refusal
 from agent.config import ConfigError
+from agent.httpbody import BODY_TIMEOUT_S, MAX_BODY_BYTES, BodyTimeout
+from agent.httpbody import read_body as read_body  # also the rollback server's
+from agent.metrics import MetricSpec
 from agent.webconfig import BasicAuth, WebConfig, ssl_context
 
 log = logging.getLogger("vigil.server")
 
-# Drift batches are the largest bodies we accept; 8 MiB is ~500k numeric values as JSON,
-# two orders of magnitude above a typical batch, and small enough to bound memory.
-MAX_BODY_BYTES = 8 * 1024 * 1024
 # A client has this long from connecting to finish its request headers (and, between
 # requests, to start the next one). Real clients send headers in one packet; Prometheus
 # and Alertmanager reconnect cheaply. aiohttp starts this timer at connection_made and
 # does not reset it on partial data, so half a header then silence is dropped in time.
 HEADER_TIMEOUT_S = 5.0
-# Reading a body: 8 MiB in 10 s is 6.7 Mbit/s, far below any node's link; a client slower
-# than that is holding an ingest slot, not sending data.
-BODY_TIMEOUT_S = 10.0
 # asyncio's default TLS handshake deadline is 60 s; a silent TLS client waits no longer
 # than a silent plain one.
 TLS_HANDSHAKE_TIMEOUT_S = HEADER_TIMEOUT_S
@@ -74,6 +71,18 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
+# Served by the agent and by `vigil rollback-controller` (agent/rollback/server.py).
+REQUESTS_REFUSED = MetricSpec(
+    "vigil_http_requests_refused_total",
+    "counter",
+    "HTTP requests refused before their handler ran or while reading their body, by "
+    "route pattern and reason (unauthorized, no_credential, busy, too_large, timeout).",
+    "agent",
+    ("route", "reason"),
+)
+METRICS = (REQUESTS_REFUSED,)
+
+
 class Refusals:
     """``vigil_http_requests_refused_total{route,reason}``: requests turned away at the door.
 
@@ -95,12 +104,7 @@ class Refusals:
             return self._counts.get((route, reason), 0)
 
     def collect(self) -> list[Metric]:
-        fam = CounterMetricFamily(
-            "vigil_http_requests_refused",
-            "HTTP requests refused before their handler ran or while reading their body, by "
-            "route pattern and reason (unauthorized, no_credential, busy, too_large, timeout).",
-            labels=["route", "reason"],
-        )
+        fam = REQUESTS_REFUSED.counter()
         with self._lock:
             for (route, reason), n in sorted(self._counts.items()):
                 fam.add_metric([route, reason], float(n))
@@ -108,21 +112,6 @@ class Refusals:
 
     def describe(self) -> list[Metric]:
         return []
-
-
-class BodyTimeout(Exception):
-    """The client did not send its body within BODY_TIMEOUT_S."""
-
-
-async def read_body(request: web.Request, timeout: float = BODY_TIMEOUT_S) -> bytes:
-    """The whole body, within ``timeout``; the app's client_max_size still applies
-    (web.HTTPRequestEntityTooLarge). A stalled client raises :class:`BodyTimeout`, which
-    :func:`front_middleware` answers with 408 and counts."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError:
-        raise BodyTimeout() from None
 
 
 def route_name(request: web.Request) -> str:
@@ -162,7 +151,7 @@ def front_middleware(
             if denied is not None:
                 return _refuse(refusals, route, denied, **{"WWW-Authenticate": "Bearer"})
         elif basic is not None:
-            denied = await basic.problem(header)
+            denied = await basic.problem(header, request.remote or "")
             if denied is not None:
                 extra = {"WWW-Authenticate": 'Basic realm="vigil"'} if denied.status == 401 else {}
                 return _refuse(refusals, route, denied, **extra)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Iterable
 
@@ -34,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric as PromMetric
 
 from agent import __version__
+from agent.loop import Loop
 
 log = logging.getLogger("vigil.telemetry")
 
@@ -164,13 +164,23 @@ class OtlpMetricBridge:
             {"service.name": "vigil-agent", "service.version": __version__, **(attributes or {})}
         )
         self._start_ns = time.time_ns()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vigil-otlp", daemon=True)
+        # The first export comes one interval after start (close() sends the last one).
+        self._loop = Loop(
+            "otlp",
+            self._export_step,
+            interval,
+            logger=log,
+            message="OTLP export failed",
+            fields={"endpoint": endpoint},
+            level=logging.WARNING,
+            traceback=False,
+            wait_first=True,
+        )
         self.exports = 0
         self.failures = 0
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
         log.info("exporting metrics over OTLP", extra={"endpoint": self.endpoint})
 
     def export_once(self) -> bool:
@@ -186,19 +196,15 @@ class OtlpMetricBridge:
             log.warning("OTLP export failed", extra={"endpoint": self.endpoint})
         return ok
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.export_once()
-            except Exception as exc:
-                self.failures += 1
-                log.warning(
-                    "OTLP export failed", extra={"endpoint": self.endpoint, "error": str(exc)}
-                )
+    def _export_step(self) -> None:
+        try:
+            self.export_once()
+        except Exception:
+            self.failures += 1
+            raise  # logged by the loop
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._loop.stop(timeout=2.0)
         try:
             self.export_once()  # the last values, so a short run is not lost
         except Exception as exc:

@@ -27,6 +27,9 @@ import hashlib
 import hmac
 import re
 import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +235,19 @@ _DUMMY_HASH = bcrypt.hashpw(b"vigil-no-such-user", bcrypt.gensalt(rounds=10))
 MAX_PENDING_CHECKS = 8
 # Valid (user, password) pairs remembered; a few per user covers a password rotation.
 MAX_REMEMBERED = 64
+# Uncached checks per user (any unknown name counting as one user) and client address: a
+# burst of this many, then one a second; a success gives the budget back. A client that
+# guesses passwords gets ~5 % of the one bcrypt thread per address and cannot keep the
+# queue full, so a scraper whose credentials are not cached yet is not locked out; three
+# leave room for a wrong password fixed a moment later.
+CHECK_BURST = 3
+CHECK_RATE_PER_S = 1.0
+# (user, address) budgets remembered, oldest forgotten first: a bound on memory that costs
+# only a fresh budget once more addresses than this fail at once.
+MAX_FAILED_CLIENTS = 4096
+# Wrong (user, password) pairs remembered: the same wrong password again (a scraper with a
+# stale password) is answered 401 at once, without a check or a wait.
+MAX_BAD_REMEMBERED = 1024
 
 
 class BasicAuth:
@@ -239,19 +255,27 @@ class BasicAuth:
 
     A successful (user, password) pair is remembered by its SHA-256 so that a scraper
     sending the same credentials every 15 s costs one bcrypt, not one per scrape, as
-    exporter-toolkit does.
+    exporter-toolkit does, and never waits behind anyone. Failures are bounded too: a
+    wrong pair is remembered (401 again without a check), and each user and address has a
+    budget of checks (``CHECK_BURST``, refilled at ``CHECK_RATE_PER_S``).
     """
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], clock: Callable[[], float] = time.monotonic) -> None:
         self.users = dict(users)
+        self._clock = clock
         self._good: set[bytes] = set()
+        self._bad: OrderedDict[bytes, None] = OrderedDict()
+        # (user, address) -> (checks left, when counted)
+        self._budget: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-bcrypt")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
 
-    async def problem(self, header: str | None) -> Refusal | None:
+    async def problem(self, header: str | None, peer: str = "") -> Refusal | None:
+        """None when ``header`` holds a valid user and password; ``peer`` is the client's
+        address, which failed attempts are throttled by."""
         denied = Refusal(401, "unauthorized", "basic auth required")
         parsed = parse_authorization(header)
         if parsed is None or parsed[0] != "basic":
@@ -266,8 +290,21 @@ class BasicAuth:
         key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
         if hashed is not None and any(hmac.compare_digest(key, k) for k in self._good):
             return None
+        wrong = Refusal(401, "unauthorized", "wrong user name or password")
+        if key in self._bad:
+            return wrong
+        # Unknown names share one budget per address: inventing names buys no extra checks.
+        who = (user if hashed is not None else "", peer)
+        now = self._clock()
+        left, counted = self._budget.get(who, (CHECK_BURST, now))
+        left = min(CHECK_BURST, left + (now - counted) * CHECK_RATE_PER_S)
+        if left < 1:
+            return Refusal(
+                429, "busy", "too many wrong passwords for this user from this address; retry"
+            )
         if self._pending >= MAX_PENDING_CHECKS:
             return Refusal(429, "busy", "too many authentication attempts at once; retry")
+        _remember(self._budget, who, (left - 1, now), MAX_FAILED_CLIENTS)
         self._pending += 1
         try:
             ok = await asyncio.get_running_loop().run_in_executor(
@@ -276,11 +313,20 @@ class BasicAuth:
         finally:
             self._pending -= 1
         if not ok or hashed is None:
-            return Refusal(401, "unauthorized", "wrong user name or password")
+            _remember(self._bad, key, None, MAX_BAD_REMEMBERED)
+            return wrong
+        self._budget.pop(who, None)
         if len(self._good) >= MAX_REMEMBERED:
             self._good.clear()  # only ever full of valid pairs: forgetting costs a bcrypt
         self._good.add(key)
         return None
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, bound: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > bound:
+        cache.popitem(last=False)
 
 
 def _check(password: str, hashed: str) -> bool:

@@ -23,11 +23,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from panels import (
+    BYTES,
+    CELSIUS,
+    FULL,
+    HALF,
+    HERTZ,
+    INFO_HIDDEN_COLUMNS,
+    PER_SECOND,
+    RATIO,
+    SECONDS,
+    WATTS,
+    Panel,
+    Target,
+    dashboard,
+    ds_variable,
+    heatmap,
+    prom_annotation,
+    query_variable,
+    row,
+    stat,
+    table,
+    target,
+    timeseries,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-DS = {"type": "prometheus", "uid": "${datasource}"}
-SCHEMA_VERSION = 39
-# Grafana's grid is 24 units wide; 8 puts three panels side by side.
-THIRD, HALF, FULL = 8, 12, 24
 
 NODE = 'cluster=~"$cluster", node=~"$node"'
 GPU = NODE + ', gpu=~"$gpu"'
@@ -37,233 +58,7 @@ MODEL = NODE + ', model=~"$model"'
 # Vigil's agents: targets that also export vigil_build_info.
 IS_AGENT = "and on (instance, job) vigil_build_info{" + NODE + "}"
 RATE = "$__rate_interval"
-
-REAL_GPU_ONLY = (
-    " Shows data only on a real GPU that reports it: the fake NVML library used in tests "
-    "does not raise it."
-)
-
-
-# --- builders ------------------------------------------------------------------------------
-
-
-def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "") -> dict[str, Any]:
-    t: dict[str, Any] = {"datasource": DS, "expr": expr, "legendFormat": legend or "__auto"}
-    if instant:
-        t.update(instant=True, range=False)
-    else:
-        t.update(instant=False, range=True)
-    if fmt:
-        t["format"] = fmt
-    return t
-
-
-class Layout:
-    """Places panels left to right, wrapping at the grid's width; rows span the width."""
-
-    def __init__(self) -> None:
-        self.x = self.y = self.row_h = 0
-        self.next_id = 1
-        self.panels: list[dict[str, Any]] = []
-
-    def row(self, title: str) -> None:
-        self._newline()
-        self.panels.append(
-            {
-                "id": self._id(),
-                "type": "row",
-                "title": title,
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": FULL, "x": 0, "y": self.y},
-                "panels": [],
-            }
-        )
-        self.y += 1
-
-    def add(self, panel: dict[str, Any], w: int, h: int = 8) -> None:
-        if self.x + w > FULL:
-            self._newline()
-        panel["id"] = self._id()
-        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
-        self.x += w
-        self.row_h = max(self.row_h, h)
-        self.panels.append(panel)
-
-    def _newline(self) -> None:
-        self.y += self.row_h
-        self.x = self.row_h = 0
-
-    def _id(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
-
-
-def _refs(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for i, t in enumerate(targets):
-        t["refId"] = chr(ord("A") + i)
-    return targets
-
-
-def timeseries(
-    title: str,
-    description: str,
-    targets: list[dict[str, Any]],
-    unit: str = "short",
-    *,
-    stack: bool = False,
-    log: bool = False,
-    maximum: float | None = None,
-    draw: str = "line",
-) -> dict[str, Any]:
-    custom: dict[str, Any] = {
-        "drawStyle": draw,
-        "lineWidth": 1,
-        "fillOpacity": 10,
-        "showPoints": "never",
-        "spanNulls": False,
-        "lineInterpolation": "stepAfter" if draw == "line" else "linear",
-        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-        "axisPlacement": "auto",
-        "scaleDistribution": {"type": "log", "log": 10} if log else {"type": "linear"},
-    }
-    defaults: dict[str, Any] = {"unit": unit, "custom": custom, "min": 0}
-    if maximum is not None:
-        defaults["max"] = maximum
-    if log:
-        del defaults["min"]
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": _refs(targets),
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-    }
-
-
-def stat(
-    title: str,
-    description: str,
-    targets: list[dict[str, Any]],
-    unit: str = "short",
-    thresholds: list[tuple[float | None, str]] | None = None,
-) -> dict[str, Any]:
-    steps = [{"color": c, "value": v} for v, c in (thresholds or [(None, "green")])]
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": _refs(targets),
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "thresholds": {"mode": "absolute", "steps": steps},
-                "color": {"mode": "thresholds"},
-            },
-            "overrides": [],
-        },
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "none",
-            "textMode": "auto",
-            "justifyMode": "auto",
-            "orientation": "auto",
-        },
-    }
-
-
-def table(
-    title: str,
-    description: str,
-    targets: list[dict[str, Any]],
-    hide: tuple[str, ...] = ("Time", "__name__", "job", "instance", "cluster", "agent_pod"),
-    unit: str = "short",
-) -> dict[str, Any]:
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": _refs(targets),
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {"excludeByName": dict.fromkeys(hide, True), "renameByName": {}},
-            },
-        ],
-    }
-
-
-def heatmap(
-    title: str, description: str, targets: list[dict[str, Any]], unit: str
-) -> dict[str, Any]:
-    return {
-        "type": "heatmap",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": _refs(targets),
-        "fieldConfig": {"defaults": {"custom": {"scaleDistribution": {"type": "linear"}}}},
-        "options": {
-            "calculate": False,
-            "cellGap": 1,
-            "color": {
-                "mode": "scheme",
-                "scheme": "Oranges",
-                "scale": "exponential",
-                "exponent": 0.5,
-            },
-            "yAxis": {"unit": unit, "axisPlacement": "left"},
-            "rowsFrame": {"layout": "auto"},
-            "tooltip": {"show": True, "yHistogram": True},
-            "legend": {"show": True},
-            "cellValues": {},
-            "filterValues": {"le": 1e-9},
-        },
-    }
-
-
-def ds_variable() -> dict[str, Any]:
-    return {
-        "name": "datasource",
-        "label": "Data source",
-        "type": "datasource",
-        "query": "prometheus",
-        "current": {},
-        "hide": 0,
-        "refresh": 1,
-        "regex": "",
-        "options": [],
-    }
-
-
-def query_variable(name: str, label: str, query: str, *, multi: bool = True) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DS,
-        "query": {"query": query, "refId": f"{name}-values", "qryType": 1},
-        "definition": query,
-        "refresh": 2,  # on time range change: pods come and go
-        "includeAll": True,
-        "allValue": ".*",
-        "multi": multi,
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "sort": 1,
-        "hide": 0,
-        "regex": "",
-        "options": [],
-    }
+PER_GPU = "{{node}} GPU {{gpu}}"  # the legend of a per-GPU series
 
 
 def cluster_node_vars() -> list[dict[str, Any]]:
@@ -290,197 +85,94 @@ def pod_vars() -> list[dict[str, Any]]:
     ]
 
 
-def annotation_builtin() -> dict[str, Any]:
-    return {
-        "builtIn": 1,
-        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-        "enable": True,
-        "hide": True,
-        "iconColor": "rgba(0, 211, 255, 1)",
-        "name": "Annotations & Alerts",
-        "type": "dashboard",
-    }
-
-
-def prom_annotation(name: str, expr: str, color: str, title: str, text: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "datasource": DS,
-        "enable": True,
-        "hide": False,
-        "iconColor": color,
-        "expr": expr,
-        "step": "15s",
-        "titleFormat": title,
-        "textFormat": text,
-        "tagKeys": "",
-        "useValueForTime": False,
-    }
-
-
-def dashboard(
-    uid: str,
-    title: str,
-    description: str,
-    variables: list[dict[str, Any]],
-    layout: Layout,
-    annotations: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    return {
-        "__requires": [
-            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.4.0"},
-            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
-            *[
-                {"type": "panel", "id": p, "name": p, "version": ""}
-                for p in sorted({p["type"] for p in layout.panels if p["type"] != "row"})
-            ],
-        ],
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["vigil", "gpu", "inference"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,  # shared crosshair: the point of putting panels side by side
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-1h", "to": "now"},
-        "timepicker": {},
-        "fiscalYearStartMonth": 0,
-        "liveNow": False,
-        "weekStart": "",
-        "links": [
-            {
-                "title": "Vigil",
-                "type": "dashboards",
-                "tags": ["vigil"],
-                "asDropdown": True,
-                "includeVars": True,
-                "keepTime": True,
-            }
-        ],
-        "templating": {"list": variables},
-        "annotations": {"list": [annotation_builtin(), *(annotations or [])]},
-        "panels": layout.panels,
-    }
-
-
 # --- the dashboards --------------------------------------------------------------------------
 
 
 def node_overview() -> dict[str, Any]:
-    lay = Layout()
-    lay.row("GPUs")
-    lay.add(
+    panels = [
+        row("GPUs"),
         stat(
             "GPUs up",
             "GPUs that answer NVML on the selected nodes, out of those the agent knows. "
             "A lost GPU (NVML_ERROR_GPU_IS_LOST) does not come back without a reset.",
             [
-                target(f"sum(vigil_gpu_up{{{GPU}}})", "up", instant=True),
-                target(f"count(vigil_gpu_up{{{GPU}}})", "known", instant=True),
+                target(f"sum(vigil_gpu_up{{{GPU}}})", "up"),
+                target(f"count(vigil_gpu_up{{{GPU}}})", "known"),
             ],
+            w=4,
+            h=6,
         ),
-        w=4,
-        h=6,
-    )
-    lay.add(
         stat(
             "Watched processes",
             "Processes the agent watches on the selected nodes: command lines matching "
             "--watch, plus every process holding a GPU.",
-            [target(f"count(vigil_watched_process_info{{{NODE}}})", "processes", instant=True)],
+            [target(f"count(vigil_watched_process_info{{{NODE}}})", "processes")],
+            w=4,
+            h=6,
         ),
-        w=4,
-        h=6,
-    )
-    lay.add(
         stat(
             "Collectors working",
             "Share of the agents' collectors whose last scrape succeeded "
             "(vigil_scrape_collector_success). Below 1: see the Vigil dashboard for which.",
-            [target(f"avg(vigil_scrape_collector_success{{{NODE}}})", "ok", instant=True)],
-            unit="percentunit",
+            [target(f"avg(vigil_scrape_collector_success{{{NODE}}})", "ok")],
+            RATIO,
             thresholds=[(None, "red"), (0.75, "orange"), (1, "green")],
+            w=4,
+            h=6,
         ),
-        w=4,
-        h=6,
-    )
-    lay.add(
         table(
             "GPU inventory",
             "Each GPU: model, PCI bus id, driver, UUID.",
-            [target(f"vigil_gpu_info{{{GPU}}}", instant=True, fmt="table")],
-            hide=("Time", "__name__", "job", "instance", "cluster", "agent_pod", "Value"),
+            [target(f"vigil_gpu_info{{{GPU}}}")],
+            hide=INFO_HIDDEN_COLUMNS,
+            w=HALF,
+            h=6,
         ),
-        w=HALF,
-        h=6,
-    )
-    lay.add(
         timeseries(
             "GPU utilization",
             "Share of time a kernel ran on the GPU, per GPU (NVML utilization.gpu).",
-            [target(f"vigil_gpu_utilization_ratio{{{GPU}}}", "{{node}} GPU {{gpu}}")],
-            "percentunit",
+            [target(f"vigil_gpu_utilization_ratio{{{GPU}}}", PER_GPU)],
+            RATIO,
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "GPU memory used",
-            "Device memory in use, per GPU, and the share of the total (dashed: the "
-            "VigilGPUMemoryFull alert fires above 0.95).",
+            "The share of each GPU's device memory in use; the VigilGPUMemoryFull alert "
+            "fires above 0.95.",
             [
                 target(
                     f"vigil_gpu_memory_used_bytes{{{GPU}}} / vigil_gpu_memory_total_bytes{{{GPU}}}",
-                    "{{node}} GPU {{gpu}}",
+                    PER_GPU,
                 )
             ],
-            "percentunit",
+            RATIO,
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "GPU memory bandwidth use",
             "Share of time device memory was read or written (NVML utilization.memory).",
-            [target(f"vigil_gpu_memory_utilization_ratio{{{GPU}}}", "{{node}} GPU {{gpu}}")],
-            "percentunit",
+            [target(f"vigil_gpu_memory_utilization_ratio{{{GPU}}}", PER_GPU)],
+            RATIO,
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Temperature",
             "GPU die temperature.",
-            [target(f"vigil_gpu_temperature_celsius{{{GPU}}}", "{{node}} GPU {{gpu}}")],
-            "celsius",
+            [target(f"vigil_gpu_temperature_celsius{{{GPU}}}", PER_GPU)],
+            CELSIUS,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Power",
             "Board power draw.",
-            [target(f"vigil_gpu_power_watts{{{GPU}}}", "{{node}} GPU {{gpu}}")],
-            "watt",
+            [target(f"vigil_gpu_power_watts{{{GPU}}}", PER_GPU)],
+            WATTS,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "SM clock",
             "Current streaming-multiprocessor clock; it drops when the GPU throttles.",
-            [target(f'vigil_gpu_clock_hertz{{{GPU}, clock="sm"}}', "{{node}} GPU {{gpu}}")],
-            "hertz",
+            [target(f'vigil_gpu_clock_hertz{{{GPU}, clock="sm"}}', PER_GPU)],
+            HERTZ,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Throttle reasons",
             "Clock event reasons active (1) per GPU: thermal and power slowdowns cost "
@@ -493,9 +185,6 @@ def node_overview() -> dict[str, Any]:
             ],
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "XID errors",
             "New XID errors per GPU and code, from NVML's event stream (counted, never a "
@@ -509,13 +198,10 @@ def node_overview() -> dict[str, Any]:
             ],
             draw="bars",
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "ECC errors",
-            "Corrected and uncorrected ECC errors per GPU; uncorrected ones corrupt results."
-            + REAL_GPU_ONLY,
+            "Corrected and uncorrected ECC errors per GPU; uncorrected ones corrupt results. "
+            "Empty on GPUs without ECC (most consumer boards).",
             [
                 target(
                     "sum by (node, gpu, type) "
@@ -525,21 +211,16 @@ def node_overview() -> dict[str, Any]:
             ],
             draw="bars",
         ),
-        w=THIRD,
-    )
-    lay.row("Watched processes")
-    lay.add(
+        row("Watched processes"),
         table(
             "Watched process list",
             "Every process the agent watches, with its pod attribution. `source` says why: "
             "`watch` (command line matched), `gpu` (holds a GPU).",
-            [target(f"vigil_watched_process_info{{{NODE}}}", instant=True, fmt="table")],
-            hide=("Time", "__name__", "job", "instance", "cluster", "agent_pod", "Value"),
+            [target(f"vigil_watched_process_info{{{NODE}}}")],
+            hide=INFO_HIDDEN_COLUMNS,
+            w=HALF,
+            h=9,
         ),
-        w=HALF,
-        h=9,
-    )
-    lay.add(
         timeseries(
             "GPU memory by process",
             "Device memory each watched process holds, per GPU.",
@@ -549,31 +230,27 @@ def node_overview() -> dict[str, Any]:
                     "{{node}} GPU {{gpu}} {{namespace}}/{{pod}} {{comm}} {{pid}}",
                 )
             ],
-            "bytes",
+            BYTES,
+            w=HALF,
+            h=9,
         ),
-        w=HALF,
-        h=9,
-    )
-    lay.row("Agent")
-    lay.add(
+        row("Agent"),
         timeseries(
             "Collector success",
             "1 when the collector produced its metrics in the scrape; 0 names the one that "
             "did not (`vigil doctor` on the node says why).",
             [target(f"vigil_scrape_collector_success{{{NODE}}}", "{{node}} {{collector}}")],
             maximum=1,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Agent CPU",
             "CPU the agent itself uses, in cores.",
             [target(f"rate(process_cpu_seconds_total{{{NODE}}}[{RATE}]) {IS_AGENT}", "{{node}}")],
-            "percentunit",
+            RATIO,
+            w=HALF,
         ),
-        w=HALF,
-    )
+    ]
     return dashboard(
         "vigil-node-overview",
         "Vigil / Node overview",
@@ -582,15 +259,181 @@ def node_overview() -> dict[str, Any]:
             *cluster_node_vars(),
             query_variable("gpu", "GPU", "label_values(vigil_gpu_info{" + NODE + "}, gpu)"),
         ],
-        lay,
+        panels,
     )
 
 
+def quantiles(metric: str, by: str, legend: str, qs: tuple[float, ...]) -> list[Target]:
+    """Percentiles of a histogram per ``by``, only where it has buckets: a server with a sum
+    and a count only is exported with the +Inf bucket alone, which tells no percentile."""
+    has_buckets = f'count by ({by}) ({metric}_bucket{{{POD}, le!="+Inf"}})'
+    return [
+        target(
+            f"histogram_quantile({q}, sum by (le, {by}) "
+            f"(rate({metric}_bucket{{{POD}}}[{RATE}]))) and on ({by}) {has_buckets}",
+            f"p{round(q * 100)} {legend}",
+        )
+        for q in qs
+    ]
+
+
+def mean(metric: str, by: str, legend: str) -> Target:
+    """A histogram's mean per ``by``: the one number servers without buckets give."""
+    return target(
+        f"sum by ({by}) (rate({metric}_sum{{{POD}}}[{RATE}])) "
+        f"/ sum by ({by}) (rate({metric}_count{{{POD}}}[{RATE}]))",
+        f"mean {legend}",
+    )
+
+
+def inference_panels() -> list[Panel]:
+    """The service as its clients see it: vigil_inference_*, one vocabulary for every
+    server kind (docs/inference.md)."""
+    requests = f"vigil_inference_requests_total{{{POD}}}"
+    errors = f'vigil_inference_requests_total{{{POD}, outcome="error"}}'
+    per_target = "{{pod}}:{{port}} {{kind}}"
+    per_model = "{{pod}} {{model}}"
+    return [
+        row("Does the service answer?"),
+        stat(
+            "Server up",
+            "Per server of the pod: `up` is 1 when its health path answered 2xx within the "
+            "probe timeout (0.5 s) at the last probe; `metrics` is 1 when its /metrics was "
+            "read and understood. A server can answer /health while its engine is wedged: "
+            "see Stalled.",
+            [
+                target(f"vigil_inference_up{{{POD}}}", "up " + per_target),
+                target(f"vigil_inference_scrape_success{{{POD}}}", "metrics " + per_target),
+            ],
+            thresholds=[(None, "red"), (1, "green")],
+            w=4,
+        ),
+        stat(
+            "Stalled",
+            "1 when a model has requests running but finished none and generated no token "
+            "for the stall-after setting, whatever its health path says. "
+            "VigilInferenceStalled pages on it.",
+            [target(f"max by (pod, model) (vigil_inference_stalled{{{POD}}})", per_model)],
+            thresholds=[(None, "green"), (1, "red")],
+            w=4,
+        ),
+        timeseries(
+            "Request rate",
+            "Requests the server finished per second, by model and outcome (`error`: the "
+            "server's failures, or its HTTP 5xx answers where it counts none itself).",
+            [
+                target(
+                    f"sum by (pod, model, outcome) (rate({requests}[{RATE}]))",
+                    per_model + " {{outcome}}",
+                )
+            ],
+            PER_SECOND,
+            stack=True,
+        ),
+        timeseries(
+            "Error ratio",
+            "Share of finished requests that failed, per model. VigilInferenceErrorRatio "
+            "rolls back above 0.1 % over a minute, once the model serves at least 1,000 "
+            "requests a minute (below that, one failure is already 0.1 %).",
+            [
+                target(
+                    f"sum by (pod, model) (rate({errors}[{RATE}])) "
+                    f"/ sum by (pod, model) (rate({requests}[{RATE}]))",
+                    per_model,
+                )
+            ],
+            RATIO,
+        ),
+        timeseries(
+            "Request latency",
+            "End-to-end request latency per model: p50, p95 (VigilInferenceLatencyHigh "
+            "warns above 1 s for 5 minutes) and p99, and the mean. Servers that export only "
+            "a sum and a count (Triton by default, TorchServe) have the mean alone.",
+            [
+                *quantiles(
+                    "vigil_inference_request_duration_seconds",
+                    "pod, model",
+                    per_model,
+                    (0.5, 0.95, 0.99),
+                ),
+                mean("vigil_inference_request_duration_seconds", "pod, model", per_model),
+            ],
+            SECONDS,
+        ),
+        timeseries(
+            "Time to first token",
+            "Time from a request's arrival to its first generated token, per model "
+            "(generative servers only): queueing plus prefill, what a streaming user waits.",
+            quantiles(
+                "vigil_inference_time_to_first_token_seconds", "pod, model", per_model, (0.5, 0.95)
+            ),
+            SECONDS,
+        ),
+        timeseries(
+            "Queue and running requests",
+            "Requests waiting in the server's queue and requests it is working on, per "
+            "model. A queue that grows while running stays flat: the server is at capacity.",
+            [
+                target(
+                    f"sum by (pod, model) (vigil_inference_queue_requests{{{POD}}})",
+                    per_model + " waiting",
+                ),
+                target(
+                    f"sum by (pod, model) (vigil_inference_running_requests{{{POD}}})",
+                    per_model + " running",
+                ),
+            ],
+        ),
+        timeseries(
+            "KV cache use",
+            "Share of the KV cache in use, per model. Near 1 the server preempts requests "
+            "and recomputes their prompts: latency climbs.",
+            [
+                target(
+                    f"max by (pod, model) (vigil_inference_kv_cache_usage_ratio{{{POD}}})",
+                    per_model,
+                )
+            ],
+            RATIO,
+            maximum=1,
+        ),
+        timeseries(
+            "Health probe latency",
+            "Time the server took to answer the agent's health probe (p50, p99); a timed "
+            "out probe counts as the timeout (0.5 s).",
+            quantiles(
+                "vigil_inference_probe_duration_seconds",
+                "pod, port",
+                "{{pod}}:{{port}}",
+                (0.5, 0.99),
+            ),
+            SECONDS,
+        ),
+        timeseries(
+            "Health probe failures",
+            "Failed probes by reason (timeout, refused, http_status, ...), and the timeouts "
+            "in a row: VigilInferenceProbeTimeouts rolls back at 3.",
+            [
+                target(
+                    "sum by (pod, port, reason) "
+                    f"(increase(vigil_inference_probe_failures_total{{{POD}}}[{RATE}]))",
+                    "{{pod}}:{{port}} {{reason}}",
+                ),
+                target(
+                    f"max by (pod, port) (vigil_inference_probe_consecutive_timeouts{{{POD}}})",
+                    "{{pod}}:{{port}} timeouts in a row",
+                ),
+            ],
+            draw="bars",
+        ),
+    ]
+
+
 def workload() -> dict[str, Any]:
-    lay = Layout()
     hist = f"vigil_sched_runqueue_latency_seconds_bucket{{{POD}}}"
-    lay.row("Is the GPU waiting for the CPU?")
-    lay.add(
+    panels = [
+        *inference_panels(),
+        row("Is the GPU waiting for the CPU?"),
         timeseries(
             "GPU utilization of the pod's processes",
             "Share of GPU time the pod's processes kept a kernel running. Low here while the "
@@ -602,12 +445,9 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{container}} GPU {{gpu}}",
                 )
             ],
-            "percentunit",
+            RATIO,
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Run-queue latency p99",
             "99th percentile of the time the pod's threads waited for a CPU after waking up "
@@ -622,11 +462,8 @@ def workload() -> dict[str, Any]:
                     "p50 {{pod}} {{container}}",
                 ),
             ],
-            "s",
+            SECONDS,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Off-CPU time",
             "Seconds per second the pod's threads spent blocked (off-CPU, not runnable): I/O, "
@@ -638,20 +475,14 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{container}}",
                 )
             ],
-            "s",
+            SECONDS,
         ),
-        w=THIRD,
-    )
-    lay.add(
         heatmap(
             "Run-queue latency",
             "Distribution of run-queue waits over time (log2 buckets from the kernel).",
-            [target(f"sum by (le) (increase({hist}[{RATE}]))", "{{le}}", fmt="heatmap")],
-            "s",
+            [target(f"sum by (le) (increase({hist}[{RATE}]))", "{{le}}")],
+            SECONDS,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Context switches",
             "Switches per second: involuntary ones mean the threads were preempted (CPU "
@@ -663,11 +494,8 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{container}} {{kind}}",
                 )
             ],
-            "ops",
+            PER_SECOND,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "CPU migrations",
             "Moves of the pod's threads between CPUs per second; many mean cold caches.",
@@ -678,23 +506,17 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{container}}",
                 )
             ],
-            "ops",
+            PER_SECOND,
         ),
-        w=THIRD,
-    )
-    lay.row("Where does Python spend its time?")
-    lay.add(
+        row("Where does Python spend its time?"),
         timeseries(
             "GIL share",
             "Share of py-spy samples in which the sampled thread held the GIL. Near 1 with low "
             "GPU use: Python code, not the GPU, is the bottleneck.",
             [target(f"vigil_profile_gil_ratio{{{POD}}}", "{{pod}} {{container}} {{comm}} {{pid}}")],
-            "percentunit",
+            RATIO,
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Active vs idle samples",
             "py-spy samples per second by state: `idle` threads wait (I/O, locks, the GPU).",
@@ -704,12 +526,9 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{state}}",
                 )
             ],
-            "ops",
+            PER_SECOND,
             stack=True,
         ),
-        w=THIRD,
-    )
-    lay.add(
         table(
             "Top Python functions",
             "Functions with the largest share of samples in the last py-spy window: `self` "
@@ -717,18 +536,13 @@ def workload() -> dict[str, Any]:
             [
                 target(
                     f"topk(20, max by (pod, container, function, kind) "
-                    f'(vigil_profile_function_ratio{{{POD}, kind="self"}}))',
-                    instant=True,
-                    fmt="table",
+                    f'(vigil_profile_function_ratio{{{POD}, kind="self"}}))'
                 )
             ],
-            unit="percentunit",
+            RATIO,
+            h=10,
         ),
-        w=THIRD,
-        h=10,
-    )
-    lay.row("GPU memory")
-    lay.add(
+        row("GPU memory"),
         timeseries(
             "GPU memory of the pod's processes",
             "Device memory each of the pod's processes holds.",
@@ -738,17 +552,18 @@ def workload() -> dict[str, Any]:
                     "{{pod}} {{container}} GPU {{gpu}}",
                 )
             ],
-            "bytes",
+            BYTES,
+            w=FULL,
         ),
-        w=FULL,
-    )
+    ]
     return dashboard(
         "vigil-inference-workload",
         "Vigil / Inference workload",
-        "One inference pod: GPU use next to CPU scheduling and Python profiles, so that "
-        "'GPU idle because CPU-starved' shows at a glance.",
+        "One inference pod: the service's requests, latency and health next to its GPU use, "
+        "CPU scheduling and Python profiles, so that 'slow because CPU-starved' shows at a "
+        "glance.",
         [*cluster_node_vars(), *pod_vars()],
-        lay,
+        panels,
     )
 
 
@@ -756,9 +571,8 @@ ROLLBACKS = 'vigil_rollbacks_total{cluster=~"$cluster"}'
 
 
 def drift() -> dict[str, Any]:
-    lay = Layout()
-    lay.row("Drift")
-    lay.add(
+    panels = [
+        row("Drift"),
         stat(
             "Drift detected",
             "Per model version: 1 when the KS test rejects 'same distribution as the "
@@ -767,15 +581,12 @@ def drift() -> dict[str, Any]:
                 target(
                     f"max by (model, version) (vigil_drift_detected{{{MODEL}}})",
                     "{{model}} {{version}}",
-                    instant=True,
                 )
             ],
             thresholds=[(None, "green"), (1, "red")],
+            w=HALF,
+            h=6,
         ),
-        w=HALF,
-        h=6,
-    )
-    lay.add(
         stat(
             "Rollbacks in range",
             "Rollbacks the controller carried out in the time range, by result.",
@@ -784,61 +595,38 @@ def drift() -> dict[str, Any]:
                     f"sum by (result) (increase({ROLLBACKS}[$__range]))"
                     f" or sum by (result) ({ROLLBACKS} unless {ROLLBACKS} offset $__range)",
                     "{{result}}",
-                    instant=True,
                 )
             ],
+            w=HALF,
+            h=6,
         ),
-        w=HALF,
-        h=6,
-    )
-    lay.add(
         timeseries(
             "p-value per feature",
             "KS p-value of each feature's current window against the reference; small means "
             "the inputs moved. Log scale.",
-            [
-                target(
-                    f"vigil_drift_p_value{{{MODEL}}}",
-                    "{{model}} {{version}} {{feature}}",
-                )
-            ],
+            [target(f"vigil_drift_p_value{{{MODEL}}}", "{{model}} {{version}} {{feature}}")],
             log=True,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "KS statistic D per feature",
             "Largest gap between the window's and the reference's distribution functions "
             "(0: same, 1: disjoint). VigilInputDriftLarge fires above 0.35.",
-            [
-                target(
-                    f"vigil_drift_ks_statistic{{{MODEL}}}",
-                    "{{model}} {{version}} {{feature}}",
-                )
-            ],
+            [target(f"vigil_drift_ks_statistic{{{MODEL}}}", "{{model}} {{version}} {{feature}}")],
             maximum=1,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Detections",
             "vigil_drift_detected over time per model version.",
             [target(f"vigil_drift_detected{{{MODEL}}}", "{{model}} {{version}}")],
             maximum=1,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Samples in window",
             "Samples in each model's current comparison window.",
             [target(f"vigil_drift_window_samples{{{MODEL}}}", "{{model}} {{version}}")],
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Ingest",
             "Samples accepted per second, and rejected ones by reason.",
@@ -853,27 +641,16 @@ def drift() -> dict[str, Any]:
                     "{{model}} rejected: {{reason}}",
                 ),
             ],
-            "ops",
+            PER_SECOND,
         ),
-        w=THIRD,
-    )
-    lay.row("Rollbacks")
-    lay.add(
+        row("Rollbacks"),
         table(
             "Rollbacks",
             "Rollbacks by target, action and result since the rollback controller "
             "started (its journal keeps the full history).",
-            [
-                target(
-                    f"sum by (target, action, result) ({ROLLBACKS})",
-                    instant=True,
-                    fmt="table",
-                )
-            ],
+            [target(f"sum by (target, action, result) ({ROLLBACKS})")],
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Alerts received by the controller",
             "Alertmanager notifications the rollback controller received per second, by "
@@ -885,10 +662,10 @@ def drift() -> dict[str, Any]:
                     "{{result}}",
                 )
             ],
-            "ops",
+            PER_SECOND,
+            w=HALF,
         ),
-        w=HALF,
-    )
+    ]
     return dashboard(
         "vigil-drift-rollbacks",
         "Vigil / Model drift & rollbacks",
@@ -900,7 +677,7 @@ def drift() -> dict[str, Any]:
                 "model", "Model", "label_values(vigil_drift_window_samples{" + NODE + "}, model)"
             ),
         ],
-        lay,
+        panels,
         annotations=[
             prom_annotation(
                 "Rollbacks",
@@ -922,19 +699,16 @@ def drift() -> dict[str, Any]:
 
 
 def vigil_itself() -> dict[str, Any]:
-    lay = Layout()
-    lay.row("Collectors")
-    lay.add(
+    panels = [
+        row("Collectors"),
         timeseries(
             "Collector success",
             "1 when a collector produced its metrics in the scrape, 0 when it could not "
             "(not available on the node, or failed): `vigil doctor` says why.",
             [target(f"vigil_scrape_collector_success{{{NODE}}}", "{{node}} {{collector}}")],
             maximum=1,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Collector render time",
             "Time each collector took to render its metrics in the scrape (it reads a "
@@ -944,11 +718,9 @@ def vigil_itself() -> dict[str, Any]:
                     f"vigil_scrape_collector_duration_seconds{{{NODE}}}", "{{node}} {{collector}}"
                 )
             ],
-            "s",
+            SECONDS,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Collector errors",
             "Unexpected errors per second raised by a collector while rendering a scrape.",
@@ -959,11 +731,9 @@ def vigil_itself() -> dict[str, Any]:
                     "{{node}} {{collector}}",
                 )
             ],
-            "ops",
+            PER_SECOND,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Discovery",
             "Watched processes per node, and processes discovery could not read, by reason.",
@@ -977,71 +747,56 @@ def vigil_itself() -> dict[str, Any]:
                     "{{node}} skipped: {{reason}}",
                 ),
             ],
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.row("Scrapes")
-    lay.add(
+        row("Scrapes"),
         timeseries(
             "Scrape size",
             "Series per scrape of each agent (Prometheus' scrape_samples_scraped).",
             [target(f"scrape_samples_scraped{{{NODE}}} {IS_AGENT}", "{{node}}")],
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.add(
         timeseries(
             "Scrape duration",
             "Time Prometheus took to scrape each agent (scrape_duration_seconds).",
             [target(f"scrape_duration_seconds{{{NODE}}} {IS_AGENT}", "{{node}}")],
-            "s",
+            SECONDS,
+            w=HALF,
         ),
-        w=HALF,
-    )
-    lay.row("Resources")
-    lay.add(
+        row("Resources"),
         timeseries(
             "Agent CPU",
             "CPU the agent uses, in cores (user + system).",
             [target(f"rate(process_cpu_seconds_total{{{NODE}}}[{RATE}]) {IS_AGENT}", "{{node}}")],
-            "percentunit",
+            RATIO,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Agent memory",
             "Resident memory of the agent (the DaemonSet's limit is 512 MiB).",
             [target(f"process_resident_memory_bytes{{{NODE}}} {IS_AGENT}", "{{node}}")],
-            "bytes",
+            BYTES,
         ),
-        w=THIRD,
-    )
-    lay.add(
         timeseries(
             "Open file descriptors",
             "File descriptors the agent holds (BPF maps and programs, py-spy pipes, sockets).",
             [target(f"process_open_fds{{{NODE}}} {IS_AGENT}", "{{node}}")],
         ),
-        w=THIRD,
-    )
-    lay.add(
         table(
             "Agents",
             "Version and Python of each agent.",
-            [target(f"vigil_build_info{{{NODE}}}", instant=True, fmt="table")],
+            [target(f"vigil_build_info{{{NODE}}}")],
             hide=("Time", "__name__", "job", "cluster", "Value"),
+            w=FULL,
+            h=6,
         ),
-        w=FULL,
-        h=6,
-    )
+    ]
     return dashboard(
         "vigil-self",
         "Vigil / Vigil itself",
         "Is Vigil healthy: collectors' success and duration, scrape size, the agent's CPU "
         "and memory.",
         cluster_node_vars(),
-        lay,
+        panels,
     )
 
 
@@ -1072,10 +827,7 @@ def render_configmaps(files: dict[str, str]) -> str:
             "metadata": {
                 "name": "grafana-dashboard-" + name.removesuffix(".json"),
                 "namespace": "vigil",
-                "labels": {
-                    "app.kubernetes.io/part-of": "vigil",
-                    "grafana_dashboard": "1",
-                },
+                "labels": {"app.kubernetes.io/part-of": "vigil", "grafana_dashboard": "1"},
                 "annotations": {"grafana_folder": "Vigil"},
             },
             "data": {name: text},

@@ -28,14 +28,15 @@
 //
 // Privilege: CAP_BPF + CAP_PERFMON (or root) to load and attach; CAP_SYS_ADMIN before 5.8
 // and on Debian/Ubuntu kernels with perf_event_paranoid > 2; CAP_SYS_RESOURCE before 5.11
-// (maps charged to RLIMIT_MEMLOCK). agent/collectors/sched_preflight.py says which.
+// (maps charged to RLIMIT_MEMLOCK). agent/collectors/sched/preflight.py says which.
 
 #include <uapi/linux/ptrace.h>
 
-// The map sizes come from agent/collectors/sched_probe.py (MAP_SIZES) as -D flags, so
-// that the kernel and user space cannot disagree; the reasons for each are there.
+// The map sizes come from agent/collectors/sched/probe.py (SLOTS, FILTER_SLOTS, MAX_GROUPS,
+// max_threads; passed by probe_cflags) as -D flags, so that the kernel and user space
+// cannot disagree; the reasons for each are there.
 #if !defined(MAX_THREADS) || !defined(FILTER_SLOTS) || !defined(MAX_GROUPS) || !defined(SLOTS)
-#error "MAX_THREADS, FILTER_SLOTS, MAX_GROUPS and SLOTS come from sched_probe.py as -D flags"
+#error "MAX_THREADS, FILTER_SLOTS, MAX_GROUPS and SLOTS come from sched/probe.py as -D flags"
 #endif
 #if (FILTER_SLOTS & (FILTER_SLOTS - 1)) || (SLOTS & (SLOTS - 1))
 // Indexes are masked, which the verifier accepts as a bounded access.

@@ -4,9 +4,11 @@
 # Two workers (pytest-xdist): most tests wait on real servers, BPF loads and py-spy windows
 # rather than use a core, so two halve the wall time on a 2-core machine. `make test
 # ARGS="-n 0"` runs them in one process (for -x, --pdb, or to rule out an interaction).
+# --dist loadfile: a file's tests share one worker, so its module-scoped servers and the
+# tests that build on each other's state stay together.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest -n "${VIGIL_TEST_WORKERS:-2}" "$@"
+.venv/bin/python -m pytest -n "${VIGIL_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "run-tests: pytest ran no test; treating that as a failure" >&2

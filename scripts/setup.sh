@@ -51,8 +51,10 @@ install_system_packages() {
                 python3-bpfcc bpfcc-tools xz-utils)
     if [ "$MINIMAL" != 1 ]; then
         # Real binaries for the end-to-end tests; linux-perf for `perf bench` in bench/;
-        # bpftool to prove BPF programs are detached at shutdown; curl for the demo.
-        pkgs+=(prometheus prometheus-alertmanager linux-perf procps bpftool curl)
+        # bpftool to prove BPF programs are detached at shutdown; curl for the demo;
+        # prometheus-node-exporter, the anchor of bench/footprint.
+        pkgs+=(prometheus prometheus-alertmanager linux-perf procps bpftool curl
+               prometheus-node-exporter)
         # `kubectl kustomize` renders deploy/ in the tests; any kubectl will do.
         command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
     fi
@@ -146,6 +148,27 @@ install_nvml_floor() {
         --target "$dir" "nvidia-ml-py==$floor" 2> >(grep -v 'is ignored: it is neither' >&2)
 }
 
+# The real inference server the inference tests run (tests/inference/servers.py): MLServer
+# with its scikit-learn runtime, in a venv of its own so that its pins never meet Vigil's.
+# Hash-checked like .venv; reinstalled only when requirements-servers.lock changed.
+# About half a minute and 525 MB (105 MB downloaded) the first time.
+install_test_servers() {
+    local venv="${VIGIL_SERVERS_VENV:-$ROOT/.venv-servers}"
+    local lock="$ROOT/requirements-servers.lock"
+    local stamp="$venv/.vigil-deps" want
+    want="$(sha256sum "$lock" | cut -d' ' -f1) $(basename "$lock")"
+    [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating $venv (the inference server the tests run)"
+        "$SYSTEM_PYTHON" -m venv "$venv"
+    fi
+    log "installing MLServer from $(basename "$lock") into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        --require-hashes -r "$lock" \
+        2> >(grep -v 'is ignored: it is neither' >&2)
+    echo "$want" > "$stamp"
+}
+
 main() {
     if is_root; then
         install_system_packages
@@ -160,6 +183,7 @@ main() {
     fi
     make_venv
     [ "$MINIMAL" = 1 ] || install_nvml_floor
+    [ "$MINIMAL" = 1 ] || install_test_servers
     log "ready: $VENV/bin/vigil"
 }
 

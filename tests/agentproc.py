@@ -9,6 +9,7 @@ Usage::
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,31 @@ ROOT = Path(__file__).resolve().parent.parent
 VIGIL = [sys.executable, "-m", "agent.cli"]
 
 
+# Ports for the servers the tests start: below the kernel's ephemeral range (32768-60999
+# by default), so no outgoing connection takes one between the check and the child's
+# bind, and one band per pytest-xdist worker, so two workers never hand out the same port.
+_PORT_BAND = 4000
+_PORT_BASE = 20000
+_port_cursor = random.randrange(_PORT_BAND)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that is free now and that no other test worker will pick."""
+    global _port_cursor
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = _PORT_BASE + (int(worker) if worker.isdigit() else 0) % 3 * _PORT_BAND
+    for _ in range(_PORT_BAND):
+        # Round robin through the band: a port handed out is not handed out again until
+        # the band wraps, even when its server has not bound it yet.
+        _port_cursor = (_port_cursor + 1) % _PORT_BAND
+        port = low + _port_cursor
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {low}-{low + _PORT_BAND - 1}")
 
 
 def http_get(

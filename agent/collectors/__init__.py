@@ -1,11 +1,17 @@
-"""The collectors, one module each. Order here is the order on /metrics and in --help."""
+"""The collectors, one package each. Order here is the order on /metrics and in --help."""
 
 from __future__ import annotations
 
-from agent.collectors import drift, gpu, profile, sched
+from agent.collectors import drift, gpu, inference, profile, sched
 from agent.registry import CollectorSpec
 
-SPECS: tuple[CollectorSpec, ...] = (sched.SPEC, gpu.SPEC, profile.SPEC, drift.SPEC)
+SPECS: tuple[CollectorSpec, ...] = (
+    sched.SPEC,
+    gpu.SPEC,
+    profile.SPEC,
+    inference.SPEC,
+    drift.SPEC,
+)
 
 
 def spec(name: str) -> CollectorSpec:

@@ -29,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from agent.collectors.drift.ingest import outcome_json
+from agent.collectors.drift.ks import CORRECTIONS, ReferenceSample, SampleError
+from agent.collectors.drift.monitor import Outcome
+from agent.collectors.drift.parse import ParseError, read_reference_file
+from agent.collectors.drift.settings import MAX_BOOTSTRAP_ROWS, DriftSettings
+from agent.collectors.drift.store import ReferenceStore, StoreError, check_features, check_name
 from agent.config import default_state_dir
 from agent.drift.client import find_token
-from agent.drift.ingest import outcome_json
-from agent.drift.ks import CORRECTIONS, ReferenceSample, SampleError
-from agent.drift.monitor import MAX_BOOTSTRAP_ROWS, Outcome
-from agent.drift.parse import ParseError, read_reference_file
-from agent.drift.store import ReferenceStore, StoreError, check_features, check_name
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
 FORMATS = {".csv": "csv", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -187,11 +188,14 @@ def register(sub: Any) -> None:
     ck.add_argument(
         "--alpha",
         type=_alpha_arg,
-        default=0.05,
+        default=DriftSettings.alpha,
         help="with --window-file, in (0, 1) (default %(default)s)",
     )
     ck.add_argument(
-        "--correction", choices=CORRECTIONS, default="bonferroni", help="with --window-file"
+        "--correction",
+        choices=CORRECTIONS,
+        default=DriftSettings.correction,
+        help="with --window-file",
     )
     ck.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(ck)

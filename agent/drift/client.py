@@ -42,8 +42,9 @@ STATE_DIR_ENV = "VIGIL_STATE_DIR"
 # default_state_dir(): this module imports nothing of Vigil. tests/security/
 # test_http_auth.py checks that the copies agree.
 TOKEN_NAME = "ingest-token"
-# Copy of agent/drift/parse.py MAX_CLIENT_DROPPED (tests/drift/test_drift_bounds_parse.py
-# checks that they agree): the most client_dropped one request may report.
+# Copy of agent/collectors/drift/parse.py MAX_CLIENT_DROPPED
+# (tests/drift/test_drift_bounds_parse.py checks that they agree): the most client_dropped
+# one request may report.
 MAX_CLIENT_DROPPED = 1_000_000
 
 

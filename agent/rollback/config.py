@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from agent import auth
 from agent.config import ConfigError, default_state_dir, parse_duration
 from agent.rollback.actions.command import env_name_problem
 from agent.rollback.policy import SAFE_VALUE, Rule, TargetSpec, placeholders
@@ -180,13 +179,12 @@ def parse_rule(raw: Any, where: str, targets: dict[str, TargetSpec]) -> Rule:
 
 
 def read_token_file(path: str, source: str) -> str:
+    """The token in ``path``, if nobody but this process's user (or root) could have
+    written or read it (agent/auth.py); a usage error naming the file and the fix if not."""
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read token file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(f"{source}: token file {path} is empty")
-    return token
+        return auth.read_token_file(path)
+    except auth.TokenError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load(
@@ -289,70 +287,23 @@ def load(
 
 
 def ensure_token(cfg: ControllerConfig) -> Path | None:
-    """No token configured and auth on: make one at <state_dir>/rollback-token (0600), or
-    reuse the one made before. Returns its path when it did."""
+    """No token configured and auth on: make one at <state_dir>/rollback-token (0600, in a
+    0700 directory when it makes that too), or reuse the one made before, if it can still
+    be trusted (agent/auth.py). Returns its path when it did."""
     if cfg.token or cfg.insecure_no_auth:
         return None
     path = cfg.state_dir / TOKEN_NAME
-    if not path.exists():
-        try:
-            cfg.state_dir.mkdir(parents=True, exist_ok=True)
-            _publish_token(path, secrets.token_urlsafe(32) + "\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot create a token at {path}: {exc.strerror}") from None
     try:
-        token = path.read_text().strip()
+        auth.ensure_token(path)
     except OSError as exc:
-        raise ConfigError(f"generated token: cannot read {path}: {exc.strerror}") from None
-    if not token:
-        # Only a start interrupted before this version wrote tokens atomically (or a
-        # person) leaves it empty; say how to get going again rather than just refusing.
+        raise ConfigError(f"cannot create a token at {path}: {exc.strerror}") from None
+    if path.exists() and path.stat().st_size == 0:
+        # Only a start interrupted before tokens were written atomically (or a person)
+        # leaves it empty; say how to get going again rather than just refusing.
         raise ConfigError(
             f"generated token file {path} is empty: delete it and start again to make "
             "a new one, or give --token-file FILE"
         )
-    cfg.token = token
+    cfg.token = read_token_file(str(path), "generated token")
     cfg.token_source = f"generated {path}"
     return path
-
-
-def _publish_token(path: Path, text: str) -> None:
-    """Puts ``text`` at ``path`` all at once: a crash or a full disk leaves either no
-    token file or a complete one, never an empty one that blocks the next start."""
-    # mkstemp creates the file 0600 in the same directory, so link/rename stay on one
-    # filesystem and the token is never readable by others, not even briefly.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # link fails if the target exists: two controllers starting at once on one
-            # state dir end up sharing the first token instead of overwriting it.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        except OSError:
-            # A filesystem without hard links: rename is still atomic, and the check
-            # keeps an existing token (a race with another start is the only loss).
-            if not path.exists():
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Makes the new directory entry durable; best effort where directories can't be
-    opened (it only narrows the window in which a power cut loses the token)."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)

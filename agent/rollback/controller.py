@@ -31,14 +31,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
-from agent.rollback import actions
+from agent.rollback import actions, metrics
 from agent.rollback.actions.base import FAILED, REFUSED, ActionError, Outcome, Refused
 from agent.rollback.actions.command import label_env_problem
 from agent.rollback.config import ControllerConfig
 from agent.rollback.journal import DONE, Decision, Journal, JournalError, Proposal, Rollback
 from agent.rollback.payload import Alert, Notification
 from agent.rollback.policy import REFUSED as POLICY_REFUSED
-from agent.rollback.policy import Ignored, Resolved, resolve
+from agent.rollback.policy import Ignored, Resolved, TargetSpec, recheck, resolve
 from agent.rollback.tracing import RollbackTracer
 
 log = logging.getLogger("vigil.rollback")
@@ -102,26 +102,13 @@ class Controller:
         # Where two controllers could run (a Deployment during a node failure), only the
         # holder of the leader lock acts; the other one journals and waits its turn.
         self._leader = leader
-        self.rollbacks_total = Counter(
-            "vigil_rollbacks",
-            "Rollbacks executed, by target, action and result "
-            "(succeeded, skipped, failed, dry_run, refused).",
-            ["target", "action", "result"],
-            registry=self.registry,
-        )
-        self.alerts_total = Counter(
-            "vigil_rollback_alerts",
-            "Alerts received on the webhook, by what the controller made of them.",
-            ["result"],
-            registry=self.registry,
-        )
+        # prometheus_client's Counter takes the exposed name and strips _total itself.
+        rb, al, un = metrics.ROLLBACKS, metrics.ALERTS, metrics.OUTCOMES_UNRECORDED
+        self.rollbacks_total = Counter(rb.name, rb.help, rb.labels, registry=self.registry)
+        self.alerts_total = Counter(al.name, al.help, al.labels, registry=self.registry)
         for result in ALERT_RESULTS:
             self.alerts_total.labels(result)
-        self.unrecorded = Gauge(
-            "vigil_rollback_outcomes_unrecorded",
-            "Rollbacks done whose outcome the journal has not taken yet (retried until it does).",
-            registry=self.registry,
-        )
+        self.unrecorded = Gauge(un.name, un.help, un.labels, registry=self.registry)
         # rollback id -> (outcome, the journal's last error), while the journal refuses it.
         self._pending: dict[int, tuple[Outcome, str]] = {}
         self._stopping = threading.Event()
@@ -296,10 +283,24 @@ class Controller:
             for rid, (o, err) in list(self._pending.items())
         }
 
+    def _target_now(self, rb: Rollback) -> TargetSpec:
+        """The rollback's target as the running configuration has it. A row decided under
+        an older configuration (queued, or resumed after a restart) acts only if its target
+        is still configured the same way, and within today's limits (allowed_namespaces),
+        never those it was decided under."""
+        spec = self.cfg.targets.get(rb.target_name)
+        if spec is not None and spec.action != rb.action:
+            spec = None
+        problem = recheck(spec, rb.labels, rb.params)
+        if problem:
+            raise Refused(f"target {rb.target_name!r} {problem}; nothing done")
+        assert spec is not None
+        return spec
+
     def _run(self, rb: Rollback) -> Outcome:
         try:
             self.journal.mark_started(rb.id)
-            action = actions.build(rb, self.tools)
+            action = actions.build(rb, self.tools, self._target_now(rb))
             plan = rb.plan
             if plan is None:
                 plan = action.plan()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.auth import ensure_private_dir
 from agent.rollback.payload import Alert
 
 SCHEMA = """
@@ -179,7 +180,7 @@ class Journal:
         self.problem = ""
         self._checked_at = float("-inf")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(self.path.parent)  # 0700 when it makes it
             fresh = not self.path.exists()
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             if fresh:

@@ -26,6 +26,10 @@ ACTION_LABEL, ACTION_VALUE = "action", "rollback"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A label value put into a path, a namespace or a name: no "/", no leading dot (so no "..").
 SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+# Target keys that say what the controller may do, not what an alert asked for: never
+# filled from labels nor journaled, but read from the configuration running when the
+# rollback executes, so that narrowing them also stops rollbacks already queued.
+AUTHORITY_KEYS = frozenset({"allowed_namespaces"})
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def resolve(
             continue
         spec = targets[rule.target]
         try:
-            params = {k: fill(v, labels) for k, v in spec.params.items()}
+            params = {k: fill(v, labels) for k, v in spec.params.items() if k not in AUTHORITY_KEYS}
         except KeyError as exc:
             return Ignored(
                 f"target {spec.name} needs label {exc.args[0]!r}, which the alert lacks",
@@ -121,7 +125,7 @@ def resolve(
             )
         except ValueError as exc:
             return Ignored(f"target {spec.name}: {exc}", REFUSED)
-        refusal = admit(spec.action, params)
+        refusal = admit(spec, params)
         if refusal:
             return Ignored(f"target {spec.name}: {refusal}", REFUSED)
         return Resolved(spec, params)
@@ -135,15 +139,34 @@ def _no_rule(labels: dict[str, str]) -> str:
     return f"no policy rule matches ({named or 'the alert names no model, workload or GPU'})"
 
 
-def admit(action: str, params: dict[str, Any]) -> str:
+def admit(spec: TargetSpec, params: dict[str, Any]) -> str:
     """Why a filled target may not be acted on ("" when it may): for a Deployment, a
-    namespace outside the target's allow-list. The action checks it again before it acts,
-    so a journal written by an older configuration cannot widen it."""
-    if action == "kubernetes":
-        allowed = params.get("allowed_namespaces") or []
-        if params.get("namespace") not in allowed:
-            return (
-                f"namespace {params.get('namespace')!r} is not in allowed_namespaces "
-                f"({', '.join(allowed) or 'none'})"
-            )
+    namespace outside the target's allow-list. The controller asks again, of the target as
+    configured then, before it acts (controller.py), so a journal row written under an
+    older, wider configuration cannot widen it."""
+    if spec.action == "kubernetes":
+        return namespace_refusal(params.get("namespace"), spec.params.get("allowed_namespaces"))
     return ""
+
+
+def recheck(spec: TargetSpec | None, labels: dict[str, str], params: dict[str, Any]) -> str:
+    """Why a rollback decided earlier may not act now ("" when it may), against ``spec``,
+    its target as configured now (None: no longer configured): the target must fill to the
+    same parameters from the alert's labels, and pass :func:`admit` as configured now."""
+    if spec is None:
+        return "is no longer in the configuration"
+    was = {k: v for k, v in params.items() if k not in AUTHORITY_KEYS}
+    try:
+        now = {k: fill(v, labels) for k, v in spec.params.items() if k not in AUTHORITY_KEYS}
+    except (KeyError, ValueError):
+        now = None
+    if now != was:
+        return "was configured differently when the alert was decided"
+    return admit(spec, was)
+
+
+def namespace_refusal(namespace: Any, allowed: Any) -> str:
+    allowed = list(allowed or [])
+    if namespace in allowed:
+        return ""
+    return f"namespace {namespace!r} is not in allowed_namespaces ({', '.join(allowed) or 'none'})"

@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent.drift.ks import ReferenceSample, decide  # noqa: E402
-from agent.drift.parse import decode_json, parse_document  # noqa: E402
-from agent.drift.store import ReferenceStore  # noqa: E402
+from agent.collectors.drift.ks import ReferenceSample, decide  # noqa: E402
+from agent.collectors.drift.parse import decode_json, parse_document  # noqa: E402
+from agent.collectors.drift.store import ReferenceStore  # noqa: E402
 
 ALPHA = 0.05
 

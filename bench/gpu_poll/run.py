@@ -107,7 +107,7 @@ def main() -> int:
     import pynvml
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from agent.collectors.gpu import GpuCollector, render
+    from agent.collectors.gpu.collector import GpuCollector, render
     from agent.discovery import Discovery
     from agent.registry import CollectorSet, Entry
 

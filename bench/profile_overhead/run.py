@@ -40,9 +40,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.collectors.profile import OPTIONS  # noqa: E402
+from agent.collectors.profile.settings import ProfileSettings  # noqa: E402
+from agent.options import declared  # noqa: E402
 
-DEFAULTS = {o.name: o.default for o in OPTIONS}
+DEFAULTS = {o.key: o.default for o in declared(ProfileSettings)}
 PIN: list[str] = []  # the workload's CPU, from --cpu in main()
 PROF_PIN: list[str] = []  # the profilers', from --profiler-cpu
 PYSPY = str(Path(sys.executable).parent / "py-spy")

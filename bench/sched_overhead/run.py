@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.collectors.sched_probe import SchedProbe  # noqa: E402
+from agent.collectors.sched.probe import SchedProbe  # noqa: E402
 
 EMPTY = Path(__file__).resolve().parent / "empty.bpf.c"
 CONFIGS = ("baseline", "empty", "unwatched", "watched", "runqlat")

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Series Prometheus itself writes for every scrape target; not Vigil's, so not declared,
+# but the "Vigil itself" dashboard reads them.
+from promql import PROMETHEUS_SERIES as PROMETHEUS_SERIES
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
-CATALOGUE = ROOT / "docs" / "metrics.md"
-
-# Series Prometheus itself writes for every scrape target; not Vigil's, so not in its
-# catalogue, but the "Vigil itself" dashboard reads them.
-PROMETHEUS_SERIES = {"up", "scrape_samples_scraped", "scrape_duration_seconds"}
 
 _KEYWORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
@@ -82,13 +81,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def catalogue() -> dict[str, str]:
-    """docs/metrics.md: metric family (as listed) -> type."""
-    out = {}
-    for line in CATALOGUE.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 2 and cells[0].startswith(("vigil_", "process_")):
-            out[cells[0]] = cells[1]
-    return out
+    """The declarations (agent/catalogue.py): metric family (exposed name) -> type."""
+    from agent.catalogue import declarations
+
+    return {m.name: m.type for m in declarations()}
 
 
 def family(name: str, cat: dict[str, str]) -> str | None:

@@ -33,6 +33,7 @@ from catalogue import exposed_families, load_catalogue, undocumented
 from grafana import ROOT, Query, dashboards, queries, resolve_variables, substitute
 
 from agent.collectors import SPECS
+from agent.options import declared
 
 sys.path.insert(0, str(ROOT / "tests" / "deploy"))
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
@@ -59,15 +60,15 @@ DATA_DEADLINE_S = 40.0
 
 
 def enabled(name: str) -> bool:
-    return any(s.name == name and s.factory is not None for s in SPECS)
+    return any(s.name == name for s in SPECS)
 
 
 def options(name: str, wanted: dict[str, str]) -> list[str]:
     """Flags for the options the collector has, from ``wanted`` (short intervals)."""
     spec = next((s for s in SPECS if s.name == name), None)
-    if spec is None or spec.factory is None:
+    if spec is None:
         return []
-    have = {o.name for o in spec.options}
+    have = {o.key for o in declared(spec.settings)}
     return [a for k, v in wanted.items() if k in have for a in (f"--collector.{name}.{k}", v)]
 
 
@@ -230,6 +231,7 @@ class RollbackController:
         self.token = "dashboards-test-token"
         token = workdir / "rollback-token"
         token.write_text(self.token + "\n")
+        token.chmod(0o600)  # a token others can read is refused
         self.models = workdir / "models" / MODEL
         for i, version in enumerate(("v1", "v2")):
             (self.models / version).mkdir(parents=True)
@@ -407,6 +409,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         *options("gpu", {"interval": "0.5s"}),
         *options("profile", {"interval": "1s", "duration": "1s", "window": "1s", "rate": "50"}),
         *options("drift", {"interval": "0.5s", "check-interval": "0.5s", "min-samples": "100"}),
+        # The workload serves vLLM's /health and /metrics (workload.py); 1 s, above the
+        # 0.5 s probe timeout the probes must stay shorter than.
+        *options("inference", {"interval": "1s"}),
     ]  # fmt: skip
     agent = AgentProcess(args, env=env, ready_timeout=90).__enter__()
     if scenario is not None:
@@ -558,6 +563,10 @@ CONDITIONAL = {
     "vigil_gpu_mig_memory_used_bytes": "only for GPUs in MIG mode",
     "vigil_gpu_mig_memory_free_bytes": "only for GPUs in MIG mode",
     "vigil_gpu_mig_memory_total_bytes": "only for GPUs in MIG mode",
+    "vigil_inference_deep_probe_up": "only with --collector.inference.deep-probe, for kinds "
+    "with a deep check (vLLM has none)",
+    "vigil_inference_scrape_errors_total": "only once a server's /metrics could not be read",
+    "vigil_inference_targets_dropped": "only when targets were over the cap or unreachable",
 }
 
 

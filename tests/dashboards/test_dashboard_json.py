@@ -3,8 +3,11 @@ filter by, generated from dashboards/generate.py, and only catalogued metrics.""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -42,6 +45,65 @@ def test_committed_json_is_what_the_generator_writes() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def generator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """dashboards/generate.py imported as the script runs it: its directory on sys.path."""
+    monkeypatch.syspath_prepend(str(ROOT / "dashboards"))
+    yield importlib.import_module("generate")
+    for name in ("generate", "panels"):
+        sys.modules.pop(name, None)
+
+
+def test_check_names_a_stale_file_and_writes_nothing(
+    generator: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = ROOT / "dashboards" / "vigil-self.json"
+    committed = path.read_text()
+    fresh = generator.outputs()
+    assert fresh[path] == committed
+    edited = fresh[path].replace('"version": 1', '"version": 2', 1)
+    assert edited != committed
+    monkeypatch.setattr(generator, "outputs", lambda: {**fresh, path: edited})
+    assert generator.main(["--check"]) == 1
+    assert "out of date: dashboards/vigil-self.json;" in capsys.readouterr().err
+    assert path.read_text() == committed
+
+
+def test_layout_wraps_at_the_grid_width_and_rows_start_a_line(generator: ModuleType) -> None:
+    p = sys.modules["panels"]
+    q = [p.target("up")]
+    placed = p.layout(
+        [
+            p.row("a"),
+            p.stat("s", "d", q, w=4, h=6),
+            p.timeseries("t", "d", q, w=p.HALF),
+            p.timeseries("u", "d", q, w=p.HALF),  # 4 + 12 + 12 > 24: below the taller one
+            p.timeseries("v", "d", q),
+            p.row("b"),
+            p.table("w", "d", q, w=p.FULL, h=6),
+        ]
+    )
+    assert [(x["id"], x["title"], x["gridPos"]) for x in placed] == [
+        (1, "a", {"h": 1, "w": 24, "x": 0, "y": 0}),
+        (2, "s", {"h": 6, "w": 4, "x": 0, "y": 1}),
+        (3, "t", {"h": 8, "w": 12, "x": 4, "y": 1}),
+        (4, "u", {"h": 8, "w": 12, "x": 0, "y": 9}),
+        (5, "v", {"h": 8, "w": 8, "x": 12, "y": 9}),
+        (6, "b", {"h": 1, "w": 24, "x": 0, "y": 17}),
+        (7, "w", {"h": 6, "w": 24, "x": 0, "y": 18}),
+    ]
+    # Stats and tables show the latest value; graphs a range.
+    assert [(x["type"], x.get("targets", [{}])[0].get("instant")) for x in placed] == [
+        ("row", None),
+        ("stat", True),
+        ("timeseries", False),
+        ("timeseries", False),
+        ("timeseries", False),
+        ("row", None),
+        ("table", True),
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -154,7 +216,7 @@ def test_every_metric_is_in_the_catalogue() -> None:
                     continue
                 if family(metric, cat) is None:
                     missing.setdefault(metric, set()).add(f"{name}: {q.panel}")
-    assert not missing, "not in docs/metrics.md:\n" + "\n".join(
+    assert not missing, "not declared (agent/catalogue.py):\n" + "\n".join(
         f"  {m} ({', '.join(sorted(where))})" for m, where in sorted(missing.items())
     )
 

@@ -1,17 +1,92 @@
-"""A stand-in inference server: a Python process that does what one does to a CPU.
+"""A stand-in inference server: a Python process that does what one does to a CPU, and
+answers on HTTP as a vLLM server does.
 
 A "feeder" thread prepares batches in pure Python (holds the GIL, shows up in py-spy as
 `prepare_batch`), the main thread "waits on the GPU" (sleeps: off-CPU time, voluntary
 context switches) and scores the batch in Python (`score`). Runs until killed.
+
+An HTTP server on a loopback port (the agent finds it among the process's listening
+sockets) serves vLLM's paths: `/metrics` is the vLLM exposition fixture of
+tests/inference/fixtures/ with every counter and histogram growing with time, so rates
+and percentiles have data; `/health` answers one probe in three later than the agent's
+probe timeout, so the probe failure series exist.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parents[1] / "inference" / "fixtures" / "vllm.txt"
+LATE_ANSWER_S = 0.8  # past the agent's default probe timeout (0.5 s): a probe timeout
+STARTED = time.monotonic()
+
+
+def cumulative_samples(text: str) -> set[str]:
+    """Sample names of the exposition's counters and histograms (the values that only
+    grow), from its # TYPE lines."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[:2] == ["#", "TYPE"]:
+            family, kind = parts[2], parts[3]
+            if kind == "counter":
+                names |= {family, family.removesuffix("_total") + "_total"}
+            elif kind == "histogram":
+                names |= {family + s for s in ("_bucket", "_sum", "_count")}
+    return names
+
+
+def grown(text: str, growing: set[str], factor: float) -> str:
+    """The exposition with every growing value multiplied by ``factor``: the same shape
+    (histogram buckets stay cumulative), as if the server had served ``factor`` times the
+    traffic."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in growing:
+                series, _, value = line.rpartition(" ")
+                line = f"{series} {float(value) * factor!r}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+class VllmHandler(BaseHTTPRequestHandler):
+    text = FIXTURE.read_text()
+    growing = cumulative_samples(text)
+    health_calls = itertools.count()
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            if next(self.health_calls) % 3 == 2:
+                time.sleep(LATE_ANSWER_S)
+            self.answer(b"", "text/plain")
+        elif self.path == "/metrics":
+            factor = 1.0 + (time.monotonic() - STARTED) / 10.0
+            body = grown(self.text, self.growing, factor).encode()
+            self.answer(body, "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            self.send_error(404)
+
+    def answer(self, body: bytes, content_type: str) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the prober gave up first (a timed out probe)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # stdout is the "ready" line for the test
 
 
 def prepare_batch(n: int) -> list[float]:
@@ -33,6 +108,9 @@ def feeder(q: queue.Queue[list[float]]) -> None:
 def main() -> None:
     q: queue.Queue[list[float]] = queue.Queue(maxsize=4)
     threading.Thread(target=feeder, args=(q,), daemon=True, name="feeder").start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), VllmHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="http").start()
     print("ready", flush=True)
     while True:
         batch = q.get()

@@ -256,6 +256,7 @@ def test_rollback_config_is_accepted_by_the_controller(
     doc = yaml.safe_load(config_map["data"]["rollback.yaml"])
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o400)  # as the Secret volume's defaultMode makes it
     doc["token_file"] = str(token)  # where the Secret is mounted in the pod
     path = tmp_path / "rollback.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -323,7 +324,7 @@ def test_agent_starts_where_usr_src_is_absent(rendered: list[dict[str, Any]]) ->
     host_root = next(m for m in agent["volumeMounts"] if m["mountPath"] == "/host")
     assert env["VIGIL_COLLECTOR_SCHED_HOST_ROOT"] == host_root["mountPath"]
     # bcc unpacks kheaders into /tmp: on disk, and big enough (docs/compatibility.md).
-    from agent.collectors.sched_preflight import KHEADERS_UNPACKED_BYTES
+    from agent.collectors.sched.preflight import KHEADERS_UNPACKED_BYTES
 
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")["emptyDir"]
     assert tmp.get("medium") != "Memory"
@@ -363,7 +364,7 @@ def test_sys_admin_overlay_adds_only_sys_admin(
 def test_cos_overlay_places_headers_where_the_agent_looks(
     rendered: list[dict[str, Any]], cos_headers: list[dict[str, Any]]
 ) -> None:
-    from agent.collectors.sched_preflight import PLACED_HEADERS
+    from agent.collectors.sched.preflight import PLACED_HEADERS
 
     pod = find(cos_headers, "DaemonSet", "vigil-agent")["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]

@@ -133,6 +133,7 @@ def test_the_shipped_config_allows_exactly_the_granted_namespace(
     doc = yaml.safe_load(cm["data"]["rollback.yaml"])
     doc["token_file"] = str(tmp_path / "token")
     (tmp_path / "token").write_text("t\n")
+    (tmp_path / "token").chmod(0o600)  # a token others can read is refused
     path = tmp_path / "rollback.yaml"
     path.write_text(yaml.safe_dump(doc))
     cfg = load(file=str(path), env={})

@@ -15,9 +15,9 @@ import pytest
 from agentproc import AgentProcess, run_vigil
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.store import ReferenceStore
 from agent.drift.client import DriftClient
-from agent.drift.ks import ReferenceSample
-from agent.drift.store import ReferenceStore
 
 pytestmark = pytest.mark.slow
 
@@ -337,6 +337,7 @@ def test_client_counts_drops_and_reports_them(agent: AgentProcess) -> None:
 def test_given_token_file_is_required_and_reread_on_rotation(state: Path, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)  # a token others can read is refused
     a = AgentProcess([*QUICK, "--state-dir", str(state), "--ingest-token-file", str(token)])
     body = {"version": "v1", "rows": [{"age": 1.0, "income": 2.0, "score": 3.0}]}
     with a:
@@ -355,6 +356,7 @@ def test_given_token_file_is_required_and_reread_on_rotation(state: Path, tmp_pa
         )
         rotated = tmp_path / "token.new"
         rotated.write_text("n3w-s3cret\n")
+        rotated.chmod(0o600)
         rotated.replace(token)
         assert post(a, "/v1/drift/ranker/samples", body, token="s3cret")[0] == 401
         assert post(a, "/v1/drift/ranker/samples", body, token="n3w-s3cret")[0] == 200

@@ -19,10 +19,10 @@ import pytest
 from agentproc import AgentProcess, run_vigil
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.parse import MAX_CLIENT_DROPPED
+from agent.collectors.drift.store import ReferenceStore
 from agent.drift.client import DriftClient
-from agent.drift.ks import ReferenceSample
-from agent.drift.parse import MAX_CLIENT_DROPPED
-from agent.drift.store import ReferenceStore
 
 pytestmark = pytest.mark.slow
 

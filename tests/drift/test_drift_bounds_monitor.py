@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.collectors.drift import render, settings
-from agent.drift.ks import ReferenceSample
-from agent.drift.monitor import DriftMonitor, IngestError
-from agent.drift.parse import parse_rows
-from agent.drift.store import ReferenceStore
+from agent.collectors.drift.collector import render
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.monitor import DriftMonitor, IngestError
+from agent.collectors.drift.parse import parse_rows
+from agent.collectors.drift.settings import DriftSettings
+from agent.collectors.drift.store import ReferenceStore
 
 
 def feed(mon: DriftMonitor, model: str, n: int, width: int = 2) -> int:
@@ -36,7 +37,7 @@ def series(mon: DriftMonitor, name: str) -> dict[tuple[str, ...], float]:
 
 
 def test_bootstrap_creates_at_most_max_models_and_refuses_the_rest(tmp_path: Path) -> None:
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 5, "bootstrap-max-models": 3}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=5, bootstrap_max_models=3))
     for i in range(3):
         assert feed(mon, f"m{i}", 5) == 5
     with pytest.raises(IngestError) as exc:
@@ -45,12 +46,12 @@ def test_bootstrap_creates_at_most_max_models_and_refuses_the_rest(tmp_path: Pat
     assert "bootstrap-max-models" in exc.value.message
     assert len(list(ReferenceStore(tmp_path).files())) == 3
     # A fresh agent counts the captured references on disk: the bound survives restarts.
-    mon2 = DriftMonitor(tmp_path, settings({"bootstrap": 5, "bootstrap-max-models": 3}))
+    mon2 = DriftMonitor(tmp_path, DriftSettings(bootstrap=5, bootstrap_max_models=3))
     mon2.sync()
     with pytest.raises(IngestError, match="bootstrap-max-models"):
         mon2.resolve("m9", "v1")
     # References an operator set do not use up bootstrap's allowance.
-    mon3 = DriftMonitor(tmp_path / "other", settings({"bootstrap": 5, "bootstrap-max-models": 1}))
+    mon3 = DriftMonitor(tmp_path / "other", DriftSettings(bootstrap=5, bootstrap_max_models=1))
     save(tmp_path / "other", "set-by-hand")
     mon3.sync()
     assert feed(mon3, "m0", 5) == 5
@@ -59,7 +60,7 @@ def test_bootstrap_creates_at_most_max_models_and_refuses_the_rest(tmp_path: Pat
 def test_a_refused_or_empty_batch_holds_no_capture_slot(tmp_path: Path) -> None:
     mon = DriftMonitor(
         tmp_path,
-        settings({"bootstrap": 5, "bootstrap-max-models": 1, "bootstrap-max-features": 4}),
+        DriftSettings(bootstrap=5, bootstrap_max_models=1, bootstrap_max_features=4),
     )
     version, features = mon.resolve("wide", "v1")
     with pytest.raises(Exception, match="at most 4"):
@@ -73,7 +74,7 @@ def test_a_refused_or_empty_batch_holds_no_capture_slot(tmp_path: Path) -> None:
 def test_bootstrap_stops_at_max_references(tmp_path: Path) -> None:
     for m in ("a", "b"):
         save(tmp_path, m)
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 5, "max-references": 3}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=5, max_references=3))
     mon.sync()
     assert feed(mon, "c", 2) == 2  # a capture in progress holds the third place
     with pytest.raises(IngestError) as exc:
@@ -84,7 +85,7 @@ def test_bootstrap_stops_at_max_references(tmp_path: Path) -> None:
 def test_references_beyond_max_references_are_refused_visibly(tmp_path: Path) -> None:
     for m in ("a", "b", "c", "d"):
         save(tmp_path, m)
-    mon = DriftMonitor(tmp_path, settings({"max-references": 2}))
+    mon = DriftMonitor(tmp_path, DriftSettings(max_references=2))
     mon.sync()
     assert sorted(mon.tracked()) == [("a", "v1"), ("b", "v1")]
     assert sorted(mon.refused) == [("c", "v1"), ("d", "v1")]
@@ -110,7 +111,7 @@ def test_corrupt_reference_shows_per_model_and_clears_when_fixed(tmp_path: Path)
     data = bytearray(bad.read_bytes())
     data[-1] ^= 0xFF  # one flipped bit in the values: only the checksum can tell
     bad.write_bytes(bytes(data))
-    mon = DriftMonitor(tmp_path, settings({}))
+    mon = DriftMonitor(tmp_path, DriftSettings())
     mon.sync()
     assert series(mon, "vigil_drift_reference_load_errors") == {("fraud", "v3"): 1.0}
     assert "checksum mismatch" in mon.load_errors[str(bad)]
@@ -122,7 +123,7 @@ def test_corrupt_reference_shows_per_model_and_clears_when_fixed(tmp_path: Path)
 
 def test_counter_labels_never_carry_a_name_without_a_loaded_reference(tmp_path: Path) -> None:
     save(tmp_path, "known")
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 3, "bootstrap-max-models": 2}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=3, bootstrap_max_models=2))
     mon.sync()
     for i in range(50):
         try:
@@ -136,7 +137,7 @@ def test_counter_labels_never_carry_a_name_without_a_loaded_reference(tmp_path: 
 
 
 def test_a_capture_that_cannot_be_stored_is_a_507_and_nothing_is_lost(tmp_path: Path) -> None:
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 4}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=4))
     refs = ReferenceStore(tmp_path).refs
     refs.parent.mkdir(parents=True)
     refs.write_text("")  # a file where the directory must go: every save fails
@@ -157,7 +158,7 @@ def test_a_capture_that_cannot_be_stored_is_a_507_and_nothing_is_lost(tmp_path: 
 
 
 def test_a_capture_refuses_feature_names_it_could_not_store(tmp_path: Path) -> None:
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 3}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=3))
     version, features = mon.resolve("m", "v1")
     parsed = parse_rows([{"x" * 300: 1.0}, {"x" * 300: 2.0}], features, mon.bounds)
     assert mon.accept("m", version, parsed) == 0

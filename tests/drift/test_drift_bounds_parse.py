@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.collectors.drift import load_error_series
-from agent.drift.parse import (
+from agent.collectors.drift.collector import load_error_series
+from agent.collectors.drift.parse import (
     MAX_CLIENT_DROPPED,
     NO_BOUNDS,
     Bounds,

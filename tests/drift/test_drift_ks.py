@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import distributions, ks_2samp
 
-from agent.drift.ks import ReferenceSample, SampleError, decide, ks_statistics
-from agent.drift.kstwo import kstwo_sf
-from agent.drift.monitor import Window
+from agent.collectors.drift.ks import ReferenceSample, SampleError, decide, ks_statistics
+from agent.collectors.drift.kstwo import kstwo_sf
+from agent.collectors.drift.monitor import Window
 
 # scipy (and the engine, which mirrors it) warn when an exact p-value falls back to asymp.
 pytestmark = pytest.mark.filterwarnings("ignore:ks_2samp:RuntimeWarning")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.drift.parse import (
+from agent.collectors.drift.parse import (
     ParseError,
     body_version,
     decode_json,

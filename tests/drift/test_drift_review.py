@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.collectors.drift import settings
-from agent.drift import monitor as monitor_mod
-from agent.drift.ks import ReferenceSample
-from agent.drift.monitor import (
+from agent.collectors.drift import monitor as monitor_mod
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.monitor import (
     MAX_BOOTSTRAP_ROWS,
     MAX_PENDING_BOOTSTRAPS,
     DriftMonitor,
     IngestError,
 )
-from agent.drift.parse import ParseError, decode_json, parse_ndjson, parse_rows
-from agent.drift.store import ReferenceStore, StoreError
-from agent.drift.tail import Tailer
+from agent.collectors.drift.parse import ParseError, decode_json, parse_ndjson, parse_rows
+from agent.collectors.drift.settings import DriftSettings
+from agent.collectors.drift.store import ReferenceStore, StoreError
+from agent.collectors.drift.tail import Tailer
 
 
 def vigil(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -106,7 +106,7 @@ def test_file_requested_captures_are_capped_and_count(tmp_path: Path) -> None:
     for i in range(MAX_PENDING_BOOTSTRAPS + 3):
         store.request_bootstrap("m", f"v{i:02d}", 10)
     store.request_bootstrap("big", "v1", MAX_BOOTSTRAP_ROWS + 1)  # hand-written, too large
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 10}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=10))
     mon.sync()
     assert len(mon._captures) == MAX_PENDING_BOOTSTRAPS
     assert ("big", "v1") not in mon._captures
@@ -116,7 +116,7 @@ def test_file_requested_captures_are_capped_and_count(tmp_path: Path) -> None:
 
 
 def test_racing_capture_batches_with_other_features_are_refused(tmp_path: Path) -> None:
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 4}))
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=4))
     # Both batches resolve before either fixes the capture's features.
     v1, f1 = mon.resolve("m", "v1")
     v2, f2 = mon.resolve("m", "v1")
@@ -135,7 +135,7 @@ def test_racing_capture_batches_with_other_features_are_refused(tmp_path: Path) 
 
 def test_invalid_version_is_400_and_idle_captures_expire(tmp_path: Path) -> None:
     now = [1000.0]
-    mon = DriftMonitor(tmp_path, settings({"bootstrap": 10}), clock=lambda: now[0])
+    mon = DriftMonitor(tmp_path, DriftSettings(bootstrap=10), clock=lambda: now[0])
     for bad in ("../x", "a b", "x" * 200, ".hidden"):
         with pytest.raises(IngestError) as exc:
             mon.resolve("m", bad)
@@ -165,10 +165,10 @@ def test_deeply_nested_json_is_a_400_not_a_crash() -> None:
 def test_tail_drops_a_line_without_newline_past_the_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.drift.tail.MAX_READ", 64)
+    monkeypatch.setattr("agent.collectors.drift.tail.MAX_READ", 64)
     store = ReferenceStore(tmp_path / "state")
     store.save("m", "v1", ReferenceSample(np.arange(20.0).reshape(-1, 1), ["a"]), "t")
-    mon = DriftMonitor(tmp_path / "state", settings({}))
+    mon = DriftMonitor(tmp_path / "state", DriftSettings())
     mon.sync()
     log = tmp_path / "req.jsonl"
     log.write_bytes(b"")

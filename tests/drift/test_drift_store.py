@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from agentproc import run_vigil
 
-from agent.drift.ks import ReferenceSample
-from agent.drift.store import CorruptReference, ReferenceStore, StoreError
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.store import CorruptReference, ReferenceStore, StoreError
 
 
 def sample(n: int = 300, f: int = 3, seed: int = 0) -> ReferenceSample:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pynvml
 from fakenvml import Scenario, two_gpus
 
-from agent.collectors.gpu_poll import Poller
+from agent.collectors.gpu.poll import Poller
 
 
 def poll(s: Scenario) -> dict[int, dict[int, float | None]]:

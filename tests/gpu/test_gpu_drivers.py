@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fakenvml import Scenario, read_calls, two_gpus
 
-from agent.collectors import gpu
-from agent.collectors.gpu_events import XidWatcher
-from agent.collectors.gpu_poll import Poller
+from agent.collectors.gpu import collector as gpu
+from agent.collectors.gpu.events import XidWatcher
+from agent.collectors.gpu.poll import Poller
 
 pytestmark = pytest.mark.nvml
 
@@ -148,6 +148,36 @@ def test_mps_clients_on_a_535_driver_with_32_byte_entries(nvml: Any, tmp_path: P
         6000: 2_000,
         6001: 2_001,
         6002: 2_002,
+    }
+
+
+def test_two_processes_on_a_7g_mig_instance_with_32_byte_entries(nvml: Any, tmp_path: Path) -> None:
+    # GPU instance 0 / compute instance 0 (the whole-GPU profile) and no protected memory:
+    # the bytes past two 24-byte entries are all zero here, as a 24-byte driver that
+    # zeroes the buffer would leave them; only reading the entries tells the sizes apart.
+    s = scenario(tmp_path)
+    s.driver = "535.104.05"
+    s.gpus[0].mig = 1
+    s.migs = [
+        {
+            "gpu": 0,
+            "gi": 0,
+            "ci": 0,
+            "uuid": "MIG-7g",
+            "total": 80_000_000_000,
+            "used": 3_000_000_000,
+            "free": 77_000_000_000,
+        }
+    ]
+    s.procs = [
+        {"gpu": 0, "pid": 7000, "mem": 1_000_000_000, "mig": 0},
+        {"gpu": 0, "pid": 7001, "mem": 2_000_000_000, "mig": 0},
+    ]
+    g0 = poll_once(nvml, s).gpus[0]
+    assert [(m.gpu_instance, m.compute_instance) for m in g0.mig] == [(0, 0)]
+    assert {p: u.memory_bytes for p, u in g0.processes.items()} == {
+        7000: 1_000_000_000,
+        7001: 2_000_000_000,
     }
 
 

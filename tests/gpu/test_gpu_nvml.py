@@ -11,9 +11,9 @@ import pytest
 from fakenvml import Gpu, read_calls, two_gpus
 from prometheus_client import CollectorRegistry
 
-from agent.collectors import gpu
-from agent.collectors.gpu_events import XidWatcher
-from agent.collectors.gpu_poll import Poller
+from agent.collectors.gpu import collector as gpu
+from agent.collectors.gpu.events import XidWatcher
+from agent.collectors.gpu.poll import Poller
 from agent.registry import CollectorUnavailable
 
 pytestmark = pytest.mark.nvml

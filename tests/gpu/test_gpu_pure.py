@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.collectors.gpu import render
-from agent.collectors.gpu_poll import (
+from agent.collectors.gpu.collector import render
+from agent.collectors.gpu.poll import (
     CLOCK_EVENT_REASONS,
     FUTURE_SLACK_US,
     NVML_VALUE_NOT_AVAILABLE,
@@ -19,12 +19,14 @@ from agent.collectors.gpu_poll import (
     ProcessUse,
     Snapshot,
     clock_event_flags,
+    entries_plausible,
     explain_init_error,
     parse_process_entries,
     percent_to_ratio,
     process_entry_size,
     sm_ratios,
     v1_memory,
+    writes_cc_entries,
 )
 from agent.discovery import ProcessInfo
 
@@ -213,6 +215,65 @@ def test_process_entry_size_with_a_driver_that_zeroes_the_rest_of_the_buffer() -
     raw = bytearray(_entries(24, rows, capacity=9))
     raw[48:] = bytes(len(raw) - 48)
     assert process_entry_size(bytes(raw), 2) == 24
+
+
+def _mig_entries(size: int, pids: list[int], capacity: int, fill: int = UNWRITTEN) -> bytes:
+    """Entries on MIG GPU instance 0 / compute instance 0, no protected memory."""
+    buf = bytearray([fill]) * (capacity * 32)
+    for i, pid in enumerate(pids):
+        entry = PROCESS_ENTRY.pack(pid, (i + 1) << 30, 0, 0) + bytes(size - 24)
+        buf[i * size : i * size + size] = entry
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 9])
+@pytest.mark.parametrize("driver", ["", "535.104.05", "550.54.15"])
+def test_entries_on_mig_instance_zero_are_read_at_the_size_written(count: int, driver: str) -> None:
+    # 32 bytes, GI 0 / CI 0: the bytes past count 24-byte entries are all zero, as a
+    # 24-byte driver that zeroes the buffer leaves them; the driver version (even a
+    # wrong one) must not make the reading shift.
+    pids = [7000 + i for i in range(count)]
+    raw = _mig_entries(32, pids, capacity=count * 2 + 5)
+    total = 80 << 30
+    assert process_entry_size(raw, count, memory_total=total, driver=driver) == 32
+    got = parse_process_entries(raw, count, memory_total=total, driver=driver)
+    assert [(e.pid, e.usedGpuMemory) for e in got] == [
+        (p, (i + 1) << 30) for i, p in enumerate(pids)
+    ]
+    zeroed = _mig_entries(24, pids, capacity=count * 2 + 5, fill=0)
+    assert process_entry_size(zeroed, count, memory_total=total, driver=driver) == 24
+
+
+@pytest.mark.parametrize(
+    ("driver", "cc"),
+    [
+        ("535.43.02", True),
+        ("535.86.10", True),
+        ("535.98", False),
+        ("535.104", False),
+        ("535.104.05", True),
+        ("535.183.01", True),
+        ("530.30.02", False),
+        ("550.54.15", False),
+        ("", None),
+        ("n/a", None),
+    ],
+)
+def test_which_drivers_write_32_byte_entries(driver: str, cc: bool | None) -> None:
+    assert writes_cc_entries(driver) is cc
+
+
+def test_an_entry_that_cannot_be_a_process_makes_its_reading_implausible() -> None:
+    ok = PROCESS_ENTRY.pack(4242, 1 << 20, 0xFFFFFFFF, 0xFFFFFFFF)
+    assert entries_plausible(ok, 1, 24, 1 << 30)
+    for bad in (
+        PROCESS_ENTRY.pack(0, 1 << 20, 0xFFFFFFFF, 0xFFFFFFFF),  # pid 0
+        PROCESS_ENTRY.pack(5_000_000, 1 << 20, 0xFFFFFFFF, 0xFFFFFFFF),  # past pid_max
+        PROCESS_ENTRY.pack(4242, 2 << 30, 0xFFFFFFFF, 0xFFFFFFFF),  # more than the GPU
+        PROCESS_ENTRY.pack(4242, 1 << 20, 0xA5A5A5A5, 0),  # no such instance id
+    ):
+        assert not entries_plausible(bad, 1, 24, 1 << 30)
+    assert entries_plausible(PROCESS_ENTRY.pack(4242, NVML_VALUE_NOT_AVAILABLE, 3, 1), 1, 24, 1)
 
 
 def test_process_memory_not_available_reads_as_none() -> None:

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.profiling.api import Profile, routes
+from agent.collectors.profile.api import Profile, routes
 
 
 class NoProcesses:

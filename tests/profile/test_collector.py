@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from conftest import WATCH, Workloads
 
-from agent.collectors.profile import OPTIONS, ProfileCollector
+from agent.collectors.profile.collector import ProfileCollector
+from agent.collectors.profile.pyspy import find_pyspy
+from agent.collectors.profile.settings import ProfileSettings
+from agent.collectors.profile.targets import Target, unique_labels
 from agent.discovery import Discovery, ProcessInfo
-from agent.profiling.pyspy import find_pyspy
-from agent.profiling.targets import Target, unique_labels
 
 
 def info(pid: int, pod: str = "", comm: str = "python") -> ProcessInfo:
@@ -41,8 +42,8 @@ def test_processes_sharing_pod_container_and_comm_get_their_pid() -> None:
     assert len({tuple(r) for r in rows}) == 4
 
 
-def options(**over: Any) -> dict[str, Any]:
-    return {o.name: o.default for o in OPTIONS} | over
+def options(**over: Any) -> ProfileSettings:
+    return ProfileSettings(**over)
 
 
 def watched(n: int, workloads: Workloads) -> Discovery:
@@ -60,7 +61,7 @@ def test_at_most_max_concurrent_children(workloads: Workloads, tmp_path: Path) -
     c = ProfileCollector(
         watched(3, workloads),
         str(hung),
-        options(window=1, **{"max-concurrent": 5, "cpu-budget": 1.0}),
+        options(window=1, max_concurrent=5, cpu_budget=1.0),
     )
     c.start()
     try:
@@ -81,7 +82,7 @@ def test_spent_cpu_budget_holds_back_the_next_window(workloads: Workloads) -> No
     pyspy = find_pyspy()
     assert pyspy is not None
     c = ProfileCollector(
-        watched(1, workloads), pyspy, options(window=1, rate=100, **{"cpu-budget": 0.001})
+        watched(1, workloads), pyspy, options(window=1, rate=100, cpu_budget=0.001)
     )
     c.start()
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.profiling.doctor import has_cap_sys_ptrace, privilege_check, ptrace_scope_check
+from agent.collectors.profile.doctor import has_cap_sys_ptrace, privilege_check, ptrace_scope_check
 
 FULL = "Name:\tvigil\nCapEff:\t000001ffffffffff\n"
 NO_PTRACE = "Name:\tvigil\nCapEff:\t00000000a80425fb\n"  # docker's default set

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.profiling.pyroscope import app_name, ingest_url, push
+from agent.collectors.profile.pyroscope import app_name, ingest_url, push
 
 
 def test_app_name_carries_labels_and_sanitises() -> None:

@@ -12,7 +12,7 @@ import pytest
 from agentproc import AgentProcess
 from conftest import WATCH, Workloads
 
-from agent.profiling.pyspy import (
+from agent.collectors.profile.pyspy import (
     WORKDIR_PREFIX,
     clean_stale_workdirs,
     find_pyspy,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.profiling.pyspy import (
+from agent.collectors.profile.pyspy import (
     MODES,
     ChildResult,
     WindowRun,

@@ -16,12 +16,13 @@ from agentproc import run_vigil
 from conftest import WATCH, Workloads
 
 from agent.collectors import SPECS
-from agent.collectors.profile import OPTIONS, ProfileCollector, factory
-from agent.config import resolve
+from agent.collectors.profile import pyspy as pyspy_mod
+from agent.collectors.profile.collector import ProfileCollector, factory
+from agent.collectors.profile.doctor import doctor
+from agent.collectors.profile.pyspy import Runner, find_pyspy
+from agent.collectors.profile.settings import ProfileSettings
+from agent.config import ConfigError, resolve
 from agent.discovery import Discovery
-from agent.profiling import pyspy as pyspy_mod
-from agent.profiling.doctor import doctor
-from agent.profiling.pyspy import Runner, find_pyspy
 from agent.registry import CollectorUnavailable, Context
 
 PYSPY = find_pyspy()
@@ -124,8 +125,8 @@ def test_permission_denied_is_said_once_and_backed_off(
     discovery = Discovery(patterns=[WATCH], interval=60)
     discovery.refresh()
     assert pids <= set(discovery.snapshot())
-    options = {o.name: o.default for o in OPTIONS} | {"window": 1, "max-concurrent": 30}
-    collector = ProfileCollector(discovery, unprivileged_pyspy(tmp_path), options)
+    settings = ProfileSettings(window=1, max_concurrent=30)
+    collector = ProfileCollector(discovery, unprivileged_pyspy(tmp_path), settings)
     caplog.set_level(logging.INFO, logger="vigil.profile")
     collector.start()
     try:
@@ -149,10 +150,10 @@ def test_permission_denied_is_said_once_and_backed_off(
 
 
 def test_missing_py_spy_makes_the_collector_unavailable_with_the_reason() -> None:
-    options = {o.name: o.default for o in OPTIONS} | {"pyspy-path": "/nonexistent/py-spy"}
-    ctx = Context(config=resolve(SPECS), discovery=Discovery(patterns=[]))
+    settings = ProfileSettings(pyspy_path="/nonexistent/py-spy")
+    ctx = Context(discovery=Discovery(patterns=[]), paths=resolve(SPECS).paths)
     with pytest.raises(CollectorUnavailable) as err:
-        factory(ctx, options)
+        factory(ctx, settings)
     assert err.value.reason == "py-spy not found (/nonexistent/py-spy)"
     assert "pip install" in err.value.fix
     assert ctx.routes == []
@@ -172,15 +173,16 @@ def test_missing_py_spy_makes_the_collector_unavailable_with_the_reason() -> Non
 
 
 def test_window_must_be_whole_seconds() -> None:
-    options = {o.name: o.default for o in OPTIONS} | {"window": 2.5}
-    ctx = Context(config=resolve(SPECS), discovery=Discovery(patterns=[]))
-    with pytest.raises(CollectorUnavailable, match="not a whole number of seconds"):
-        factory(ctx, options)
+    with pytest.raises(ConfigError) as err:
+        resolve(SPECS, flag_values={"collector.profile.window": "2500ms"})
+    assert str(err.value).startswith(
+        "collector.profile.window (from --collector.profile.window): 2.5s is not a whole number"
+    )
 
 
 @needs_pyspy
 def test_doctor_reports_py_spy_version_and_privilege() -> None:
-    checks = {c.what: c for c in doctor({"pyspy-path": ""})}
+    checks = {c.what: c for c in doctor(ProfileSettings(), resolve(SPECS).paths)}
     assert checks["py-spy"].ok and checks["py-spy"].detail.endswith(
         subprocess.run([str(PYSPY), "--version"], capture_output=True, text=True).stdout.split()[1]
     )

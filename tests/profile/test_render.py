@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from agent.profiling.render import MIN_WIDTH, WIDTH, to_speedscope, to_svg
+from agent.collectors.profile.render import MIN_WIDTH, WIDTH, to_speedscope, to_svg
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 STACKS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.profiling.schedule import CpuBudget, backoff_delay
+from agent.collectors.profile.schedule import CpuBudget, backoff_delay
 
 
 class Clock:

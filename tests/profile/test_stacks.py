@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from agent.profiling.stacks import (
+from agent.collectors.profile.stacks import (
     format_collapsed,
     function_key,
     parse_collapsed,

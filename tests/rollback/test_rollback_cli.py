@@ -39,7 +39,10 @@ def vigil(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         ("targets: {}", "nothing to roll back"),
         ("[1, 2]", "expected a mapping"),
         ("a: [", "not valid YAML"),
-        ("token_file: /nonexistent/token\nrelease_dir: /tmp", "cannot read token file"),
+        (
+            "token_file: /nonexistent/token\nrelease_dir: /tmp",
+            "token file /nonexistent/token cannot be read",
+        ),
     ],
 )
 def test_config_errors(

@@ -76,6 +76,7 @@ def test_drifted_inputs_roll_the_model_back_once(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)  # a token others can read is refused
 
     demo_port = free_port()
     demo = subprocess.Popen(

@@ -22,11 +22,10 @@ def action(kube: FakeKube, tmp_path: Path, **over: object) -> KubernetesDeployme
     params = {
         "namespace": "inference",
         "deployment": "llm",
-        "allowed_namespaces": ["inference"],
         "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig")),
         **over,
     }
-    return KubernetesDeploymentAction(params)
+    return KubernetesDeploymentAction(params, ["inference"])
 
 
 def image(kube: FakeKube) -> str:
@@ -126,12 +125,7 @@ def test_an_unreachable_api_server_is_a_message(tmp_path: Path) -> None:
     with FakeKube() as dead:
         cfg = dead.kubeconfig(tmp_path / "kubeconfig")
     a = KubernetesDeploymentAction(
-        {
-            "namespace": "n",
-            "deployment": "d",
-            "allowed_namespaces": ["n"],
-            "kubeconfig": str(cfg),
-        }
+        {"namespace": "n", "deployment": "d", "kubeconfig": str(cfg)}, ["n"]
     )
     with pytest.raises(ActionError, match="deployment n/d"):
         a.plan()

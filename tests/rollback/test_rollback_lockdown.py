@@ -197,20 +197,83 @@ def test_an_opted_in_deployment_in_an_allowed_namespace_is_rolled_back(
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "llm:v2"
 
 
+@pytest.mark.parametrize("change", ["narrowed", "removed"])
+def test_narrowing_the_config_stops_a_rollback_already_journaled(
+    tmp_path: Path, kube: FakeKube, change: str
+) -> None:
+    """Decided under a wide allow-list, crashed before acting, restarted under a narrow one
+    (or without the target): the resumed row is refused, counted, and nothing is patched."""
+    from agent.rollback.controller import FAILPOINT_EXIT
+
+    llm_fixture(kube, namespace="payments")
+    kubeconfig = str(kube.kubeconfig(tmp_path / "kc"))
+
+    def config(name: str, allowed: list[str]) -> Path:
+        target = {
+            "action": "kubernetes",
+            "namespace": "{namespace}",
+            "deployment": "{workload}",
+            "allowed_namespaces": allowed,
+            "kubeconfig": kubeconfig,
+        }
+        return write_config(
+            tmp_path / f"{name}.yaml",
+            {
+                "targets": {name: target},
+                "policy": [{"match": {"workload_kind": "Deployment"}, "target": name}],
+            },
+        )
+
+    wide = config("deployment", ["inference", "payments"])
+    state = tmp_path / "s"
+    crashing = ControllerProcess(
+        ["--config", str(wide)], state, env={"VIGIL_ROLLBACK_FAILPOINT": "before-action"}
+    ).start()
+    _, body = crashing.post(payload(workload_alert("payments")))
+    assert body["alerts"][0]["result"] == "accepted", body
+    assert crashing.proc is not None
+    assert crashing.proc.wait(10) == FAILPOINT_EXIT, crashing.logs()
+    assert kube.patches() == []
+
+    narrow = (
+        config("deployment", ["inference"])
+        if change == "narrowed"
+        else config("llm", ["inference", "payments"])
+    )
+    with ControllerProcess(["--config", str(narrow)], state, port=crashing.port) as c:
+        (rb,) = c.wait_done()
+        assert rb["result"] == "refused", rb
+        assert "allowed_namespaces" not in rb["params"], "the allow-list is not journaled"
+        if change == "narrowed":
+            assert "'payments' is not in allowed_namespaces (inference)" in rb["detail"]
+        else:
+            assert "'deployment' is no longer in the configuration" in rb["detail"]
+        refused = c.metric(
+            "vigil_rollbacks_total",
+            target="deployment:payments/llm",
+            action="kubernetes",
+            result="refused",
+        )
+        assert refused == 1
+    assert kube.patches() == []
+    dep = kube.deployments[("payments", "llm")]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "llm:v3"
+
+
 def test_the_action_checks_the_allow_list_itself(tmp_path: Path, kube: FakeKube) -> None:
-    """A journal row written under a wider configuration cannot widen the action."""
+    """The allow-list the action is given wins over one a journal row may still carry."""
     from agent.rollback.actions.base import Refused
     from agent.rollback.actions.kubernetes import KubernetesDeploymentAction
 
     llm_fixture(kube, namespace="payments")
-    a = KubernetesDeploymentAction(
-        {
-            "namespace": "payments",
-            "deployment": "llm",
-            "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
-        }
-    )
-    with pytest.raises(Refused, match="not in allowed_namespaces"):
+    row = {
+        "namespace": "payments",
+        "deployment": "llm",
+        "allowed_namespaces": ["payments"],  # as rows journaled by earlier versions held it
+        "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
+    }
+    a = KubernetesDeploymentAction(row, ["inference"])
+    with pytest.raises(Refused, match=r"'payments' is not in allowed_namespaces \(inference\)"):
         a.plan()
     assert kube.requests == []
 
@@ -488,17 +551,46 @@ def test_label_env_problem(labels: dict[str, str], extra: dict[str, str], proble
 
 
 @pytest.mark.parametrize(
-    ("params", "refused"),
+    ("namespace", "allowed", "refused"),
     [
-        ({"namespace": "inference", "allowed_namespaces": ["inference", "b"]}, False),
-        ({"namespace": "b", "allowed_namespaces": ["inference", "b"]}, False),
-        ({"namespace": "kube-system", "allowed_namespaces": ["inference"]}, True),
-        ({"namespace": "inference"}, True),
-        ({"namespace": "inference", "allowed_namespaces": []}, True),
+        ("inference", ["inference", "b"], False),
+        ("b", ["inference", "b"], False),
+        ("kube-system", ["inference"], True),
+        ("inference", None, True),
+        ("inference", [], True),
     ],
 )
-def test_admit_checks_the_allow_list(params: dict[str, object], refused: bool) -> None:
-    from agent.rollback.policy import admit
+def test_admit_checks_the_allow_list_of_the_target(
+    namespace: str, allowed: list[str] | None, refused: bool
+) -> None:
+    from agent.rollback.policy import TargetSpec, admit
 
-    assert bool(admit("kubernetes", params)) is refused
-    assert admit("release_dir", params) == "" and admit("command", params) == ""
+    target = TargetSpec("k", "kubernetes", {"allowed_namespaces": allowed})
+    # The alert's filled parameters cannot bring their own allow-list.
+    params = {"namespace": namespace, "allowed_namespaces": [namespace]}
+    assert bool(admit(target, params)) is refused
+    for action in ("release_dir", "command"):
+        assert admit(TargetSpec("x", action, {}), params) == ""
+
+
+def test_recheck_holds_a_decided_rollback_to_the_configuration_of_now() -> None:
+    from agent.rollback.policy import TargetSpec, recheck
+
+    labels = {"namespace": "payments", "workload": "llm", "model": "m"}
+    k8s = {"namespace": "{namespace}", "deployment": "{workload}"}
+    row = {"namespace": "payments", "deployment": "llm"}
+    wide = TargetSpec("d", "kubernetes", {**k8s, "allowed_namespaces": ["payments"]})
+    narrow = TargetSpec("d", "kubernetes", {**k8s, "allowed_namespaces": ["inference"]})
+    assert recheck(wide, labels, row) == ""
+    # A row journaled by an earlier version with its own list: today's list decides.
+    assert recheck(wide, labels, {**row, "allowed_namespaces": ["x"]}) == ""
+    assert "not in allowed_namespaces (inference)" in recheck(narrow, labels, row)
+    assert "no longer in the configuration" in recheck(None, labels, row)
+    moved = TargetSpec(
+        "d", "kubernetes", {**k8s, "deployment": "other", "allowed_namespaces": ["payments"]}
+    )
+    assert "configured differently" in recheck(moved, labels, row)
+    release = TargetSpec("r", "release_dir", {"path": "/srv/models/{model}"})
+    assert recheck(release, labels, {"path": "/srv/models/m"}) == ""
+    assert "configured differently" in recheck(release, labels, {"path": "/srv/old/m"})
+    assert "configured differently" in recheck(release, {}, {"path": "/srv/models/m"})

@@ -130,6 +130,7 @@ def test_the_shipped_rules_and_policy_roll_back_only_an_allowed_opted_in_deploym
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)  # a token others can read is refused
     exporter = Exporter(METRICS)
     with FakeKube() as kube, ExitStack() as es:
         llm_fixture(kube)  # inference/llm, opted in

@@ -81,6 +81,7 @@ def stack(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
     root = release_dir(tmp_path / "models" / "demo", ["v1", "v2", "v3"])
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)  # a token others can read is refused
     exporter = Exporter()
     exporter.drift(0)
     with ExitStack() as es:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from agent.collectors.sched_preflight import HostFacts
+from agent.collectors.sched.preflight import HostFacts
 
 # RLIMIT_MEMLOCK as containers inherit it where nothing raises it: the kernel's default
 # MLOCK_LIMIT, 64 KiB before 5.16 (include/uapi/linux/resource.h). It matters only on the

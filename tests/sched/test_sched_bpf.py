@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from schedwork import WATCH_MARK, Workloads, proc_counts
 
-from agent.collectors.sched import SchedCollector, Snapshot
-from agent.collectors.sched_cgroup import CgroupNames
-from agent.collectors.sched_probe import GroupStats, SchedProbe
+from agent.collectors.sched.cgroup import CgroupNames
+from agent.collectors.sched.collector import SchedCollector, Snapshot
+from agent.collectors.sched.probe import GroupStats, SchedProbe
 from agent.discovery import Discovery
 from agent.registry import CollectorUnavailable
 

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.collectors.sched_preflight import (
+from agent.collectors.sched.preflight import (
     KHEADERS_UNPACKED_BYTES,
     host_header_tree,
     merge_header_trees,
 )
-from agent.collectors.sched_probe import SchedProbe
+from agent.collectors.sched.probe import SchedProbe
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 
@@ -177,9 +177,9 @@ def setpriv(caps: list[str]) -> list[str]:
     return ["setpriv", f"--bounding-set=-all,{allowed}", "--inh-caps=-all", "--no-new-privs"]
 
 
-def run_helper(prefix: list[str], mode: str = "watched") -> dict[str, Any]:
+def run_helper(prefix: list[str], mode: str = "watched", *proc_dir: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [*prefix, sys.executable, str(HELPER), mode, "/"],
+        [*prefix, sys.executable, str(HELPER), mode, "/", *proc_dir],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -208,7 +208,43 @@ def test_without_sys_resource_a_small_memlock_limit_does_not_matter_from_5_11() 
     assert out["loaded"], out
 
 
+# The cgroup lines of init's mounts on a systemd node booted hybrid, and on one booted
+# unified (systemd.unified_cgroup_hierarchy=1).
+HYBRID_CGROUPS = [
+    "tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,mode=755 0 0",
+    "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime 0 0",
+    "cgroup /sys/fs/cgroup/systemd cgroup rw,nosuid,nodev,noexec,relatime,name=systemd 0 0",
+    "cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0",
+]
+UNIFIED_CGROUPS = ["cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0"]
+
+
+def node_proc(tmp_path: Path, cgroups: list[str]) -> Path:
+    """This machine's /proc as the agent reads it, except init's mounts: this machine's
+    own with their cgroup lines replaced by ``cgroups``."""
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    for name in ("self", "version", "sys"):
+        (proc / name).symlink_to(f"/proc/{name}")  # "self" resolves to the helper
+    with open("/proc/self/mounts") as f:
+        lines = f.read().splitlines()
+    kept = [ln for ln in lines if not ln.split()[1].startswith("/sys/fs/cgroup")]
+    (proc / "1/mounts").write_text("\n".join([*kept, *cgroups]) + "\n")
+    return proc
+
+
+def test_cgroup_mode_on_a_hybrid_node_is_refused_by_the_agent(tmp_path: Path) -> None:
+    out = run_helper([], "cgroup", str(node_proc(tmp_path, HYBRID_CGROUPS)))
+    mode = check(out, "cgroup mode")
+    assert mode[1] is False and "are hybrid, not pure cgroup v2" in mode[2]
+    assert not out["loaded"]
+    # The node's mounts decide, not this machine's: the same agent on a unified node.
+    out = run_helper([], "cgroup", str(node_proc(tmp_path / "unified", UNIFIED_CGROUPS)))
+    assert check(out, "cgroup mode")[1:3] == [True, "pure cgroup v2"]
+
+
 def test_cgroup_mode_on_this_hybrid_host_is_refused_by_the_agent() -> None:
+    """The same with this machine's own mounts, when it is hybrid."""
     out = run_helper([], mode="cgroup")
     mode = check(out, "cgroup mode")
     with open("/proc/self/mounts") as f:

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from node_images import NODE_IMAGES
 
-from agent.collectors.sched import SchedCollector
-from agent.collectors.sched_doctor import Setup
-from agent.collectors.sched_preflight import (
+from agent.collectors.sched.collector import SchedCollector
+from agent.collectors.sched.doctor import Setup
+from agent.collectors.sched.preflight import (
     KHEADERS_UNPACKED_BYTES,
     PLACED_HEADERS,
     SYS_ADMIN_OVERLAY,
@@ -33,7 +33,7 @@ from agent.collectors.sched_preflight import (
     resolve_in,
     with_capabilities,
 )
-from agent.collectors.sched_probe import SchedProbe, map_bytes
+from agent.collectors.sched.probe import SchedProbe, map_bytes
 from agent.discovery import Discovery
 from agent.registry import CollectorUnavailable
 
@@ -104,6 +104,16 @@ HYBRID = (
     "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"
 )
 LEGACY = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n"
+# /proc/1/mounts of a systemd node booted hybrid (Ubuntu 20.04's default), cgroup lines.
+HYBRID_NODE = (
+    "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n"
+    "tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,mode=755 0 0\n"
+    "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0\n"
+    "cgroup /sys/fs/cgroup/systemd cgroup rw,nosuid,nodev,noexec,relatime,xattr,"
+    "name=systemd 0 0\n"
+    "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0\n"
+    "cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -114,8 +124,28 @@ def test_cgroup_layouts(mounts: str, want: str) -> None:
     assert cgroup_layout(mounts) == want
 
 
+def test_hybrid_cgroups_are_refused_in_cgroup_mode(tmp_path: Path) -> None:
+    """A systemd hybrid node (v1 controllers, cgroup2 at /sys/fs/cgroup/unified), whatever
+    this machine mounts: init's mounts decide, not the pod's own (here pure v2)."""
+    paths = fixture_host(tmp_path)
+    proc, sys_ = Path(paths.proc), Path(paths.sys)
+    (proc / "1").mkdir()
+    (proc / "1/mounts").write_text(HYBRID_NODE)
+    (proc / "self/mounts").write_text(UNIFIED)
+    for d in ("unified", "systemd", "cpu,cpuacct", "memory"):
+        (sys_ / "fs/cgroup" / d).mkdir(parents=True)
+    facts, _ = gather(paths, "6.1.0-x")
+    assert facts.cgroup_layout == "hybrid"
+    mode = next(c for c in preflight(facts, "cgroup", MAPS).checks if c.what == "cgroup mode")
+    assert not mode.ok and "are hybrid, not pure cgroup v2" in mode.detail
+    assert "--collector.sched.mode=watched" in mode.fix
+    # The same node in watched mode has no cgroup check to fail.
+    watched = preflight(facts, "watched", MAPS).checks
+    assert all(c.ok for c in watched if c.what == "cgroup mode")
+
+
 def test_this_hosts_hybrid_cgroups_are_refused_in_cgroup_mode() -> None:
-    """This VM really is hybrid (v1 controllers + /sys/fs/cgroup/unified)."""
+    """The same on this machine, when it is hybrid (v1 controllers + cgroup2 beside)."""
     facts, _ = gather()
     if facts.cgroup_layout == "unified":
         pytest.skip("this host is pure cgroup v2")
@@ -416,6 +446,55 @@ def test_gather_reads_a_fixture_host(tmp_path: Path) -> None:
     placed.mkdir(parents=True)
     (placed / "kconfig.h").write_text("")
     assert gather(paths, "6.1.0-x")[0].placed_headers == str(placed.parent.parent)
+
+
+def test_an_unreadable_cap_last_cap_is_said_and_not_taken_for_an_old_kernel(
+    tmp_path: Path,
+) -> None:
+    paths = fixture_host(tmp_path)
+    proc = Path(paths.proc)
+    (proc / "sys/kernel/cap_last_cap").unlink()
+    (proc / "sys/kernel/perf_event_paranoid").write_text("2\n")
+    facts, _ = gather(paths, "6.1.0-x")
+    assert facts.cap_last_cap is None
+
+    def privilege(facts: HostFacts) -> tuple[object, set[str]]:
+        v = preflight(facts, "watched", MAPS)
+        return next(c for c in v.checks if c.what == "privilege for BPF"), v.needs
+
+    # CAP_BPF + CAP_PERFMON held: the kernel knows them, nothing more is needed.
+    check, needs = privilege(facts)
+    assert check.ok and not needs, check  # type: ignore[attr-defined]
+    # Neither held: the verdict says what could not be read and asks for no overlay.
+    (proc / "self/status").write_text("CapEff:\t0000000000000000\n")
+    check, needs = privilege(gather(paths, "6.1.0-x")[0])
+    assert not check.ok  # type: ignore[attr-defined]
+    assert "cap_last_cap could not be read" in check.detail  # type: ignore[attr-defined]
+    assert "< 39" not in check.detail and not needs  # type: ignore[attr-defined]
+
+
+def test_a_stale_link_from_an_earlier_header_layout_does_not_survive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", "restored-after-the-test")
+    paths = fixture_host(tmp_path)
+    build = Path(paths.host_root) / "usr/src/linux-headers-6.1.0-x"
+    (build / "include/old-only.h").write_text("/* first layout */\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    setup = Setup("watched", paths=paths, release="6.1.0-x")
+    setup.run()
+    setup.apply_headers(str(work))
+    first = Path(os.environ["BCC_KERNEL_SOURCE"])
+    assert (first / "include/old-only.h").is_file()
+    (build / "include/old-only.h").unlink()  # headers upgraded in place
+    setup.run()
+    setup.apply_headers(str(work))
+    second = Path(os.environ["BCC_KERNEL_SOURCE"])
+    assert not os.path.lexists(second / "include/old-only.h")
+    assert (second / "include/linux/kconfig.h").read_text() == "/* kconfig */\n"
+    assert (second / "include/generated/autoconf.h").is_file()
+    assert [p.name for p in work.iterdir()] == [second.name]  # the first view is gone
 
 
 def test_gather_on_this_host_matches_the_kernel() -> None:

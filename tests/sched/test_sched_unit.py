@@ -14,15 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from agent.collectors.sched import (
+from agent.collectors.sched.cgroup import CgroupNames, cgroup2_mount, cgroup_labels
+from agent.collectors.sched.collector import (
     FIRST_SLOT,
     TOP_SLOT,
     SchedCollector,
     log2_buckets,
     merge_series,
 )
-from agent.collectors.sched_cgroup import CgroupNames, cgroup2_mount, cgroup_labels
-from agent.collectors.sched_probe import SLOTS, GroupStats, parse_format_fields
+from agent.collectors.sched.probe import SLOTS, GroupStats, parse_format_fields
 from agent.discovery import ProcessInfo
 from agent.registry import Check, CollectorUnavailable
 

@@ -28,10 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rbproc import TOKEN, ControllerProcess, release_dir
 
 from agent import auth
-from agent.config import default_state_dir
+from agent.collectors import SPECS
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.store import ReferenceStore
+from agent.config import default_state_dir, resolve
 from agent.drift import client
-from agent.drift.ks import ReferenceSample
-from agent.drift.store import ReferenceStore
+from agent.registry import Paths
 
 QUICK = ["--no-collector.sched", "--no-collector.gpu"]
 FEATURES = ("age", "income")
@@ -86,9 +88,11 @@ def test_token_file_is_reread_when_rotated_and_refuses_when_unusable(tmp_path: P
     refusal = bearer.problem("Bearer x")
     assert refusal is not None and refusal.status == 503 and str(path) in refusal.message
     path.write_text("one\n")
+    path.chmod(0o600)
     assert bearer.problem("Bearer one") is None
     new = tmp_path / "token.new"
     new.write_text("two\n")
+    new.chmod(0o600)
     new.replace(path)  # how rotation is done: a rename, never an in-place rewrite
     assert bearer.problem("Bearer one") is not None
     assert bearer.problem("Bearer two") is None
@@ -343,28 +347,24 @@ def test_row16_scheme_case_is_accepted_at_both_servers(
         )
 
 
-class _Config:
-    def __init__(self, state: Path, token_file: str = "") -> None:
-        self.state_dir, self._token_file = state, token_file
-
-    def get(self, key: str) -> str:
-        assert key == "ingest-token-file"
-        return self._token_file
+def _paths(state: Path, token_file: str = "") -> Paths:
+    flags = {"state-dir": str(state), "ingest-token-file": token_file}
+    return resolve(SPECS, flag_values=flags).paths
 
 
 def test_doctor_says_where_the_token_is_or_why_there_is_none(tmp_path: Path) -> None:
-    from agent.collectors.drift import ingest_check
+    from agent.collectors.drift.doctor import ingest_check
 
-    fresh = ingest_check(_Config(tmp_path / "state"))
+    fresh = ingest_check(_paths(tmp_path / "state"))
     assert fresh.ok and "generated at" in fresh.detail
     auth.ensure_token(tmp_path / "state" / "ingest-token")
-    made = ingest_check(_Config(tmp_path / "state"))
+    made = ingest_check(_paths(tmp_path / "state"))
     assert made.ok and f"bearer token from {tmp_path / 'state' / 'ingest-token'}" in made.detail
-    missing = ingest_check(_Config(tmp_path, str(tmp_path / "nope")))
+    missing = ingest_check(_paths(tmp_path, str(tmp_path / "nope")))
     assert not missing.ok and "does not exist" in missing.detail
     blocker = tmp_path / "file"
     blocker.write_text("")
-    stuck = ingest_check(_Config(blocker / "state"))
+    stuck = ingest_check(_paths(blocker / "state"))
     assert not stuck.ok and "is not writable" in stuck.detail and "--ingest-token-file" in stuck.fix
 
 
@@ -417,6 +417,7 @@ def test_full_disk_leaves_no_half_token_and_the_next_start_makes_one(full_disk: 
 def test_client_rereads_a_rotated_token_file_and_says_where_it_looked(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
+    token.chmod(0o600)
     with AgentProcess(
         [*QUICK, "--state-dir", str(tmp_path), "--ingest-token-file", str(token)]
     ) as a:
@@ -425,6 +426,7 @@ def test_client_rereads_a_rotated_token_file_and_says_where_it_looked(tmp_path: 
         )
         new = tmp_path / "token.new"
         new.write_text("second\n")
+        new.chmod(0o600)
         new.replace(token)
         c.record({"x": 1.0})  # refused with 401: the client still had "first"
         deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ from agentproc import AgentProcess, http_get
 from prometheus_client.parser import text_string_to_metric_families
 from rbproc import ControllerProcess, release_dir
 
-from agent.drift.ks import ReferenceSample
-from agent.drift.store import ReferenceStore
+from agent.collectors.drift.ks import ReferenceSample
+from agent.collectors.drift.store import ReferenceStore
 from agent.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, MAX_BODY_BYTES
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,11 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
         ReferenceSample(np.random.default_rng(0).normal(size=(500, 2)), FEATURES),
         "test",
     )
-    with AgentProcess([*QUICK, "--state-dir", str(state)]) as a:
+    # Row 4 sends bodies just under the 8 MiB limit of about 150,000 rows: the row limit
+    # (100,000 by default) is raised so that each is a valid batch the agent must parse,
+    # the heaviest request its door lets in.
+    args = [*QUICK, "--state-dir", str(state), "--collector.drift.max-rows", "200000"]
+    with AgentProcess(args) as a:
         yield a
 
 
@@ -169,31 +174,37 @@ def test_row4_sixteen_concurrent_8mb_bodies_are_bounded_and_scrapes_stay_fast(
 ) -> None:
     body = big_batch()
     port = int(agent.url.rsplit(":", 1)[1])
-    statuses: list[int] = []
-    retry_after: list[str | None] = []
+    # Filled by the threads, asserted here in the main thread: an assert inside a thread
+    # would only be a warning.
+    answers: list[tuple[int, str | None]] = []
+    scrapes: list[tuple[int, float]] = []
+    errors: list[BaseException] = []
     go = threading.Barrier(17)
 
     def send() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        go.wait()
-        headers = {"Content-Type": "application/json", **agent.auth()}
-        conn.request("POST", "/v1/drift/ranker/samples", body=body, headers=headers)
-        r = conn.getresponse()
-        r.read()
-        statuses.append(r.status)
-        retry_after.append(r.getheader("Retry-After"))
-        conn.close()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            go.wait()
+            headers = {"Content-Type": "application/json", **agent.auth()}
+            conn.request("POST", "/v1/drift/ranker/samples", body=body, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            answers.append((r.status, r.getheader("Retry-After")))
+            conn.close()
+        except BaseException as exc:
+            errors.append(exc)
 
-    scrapes: list[float] = []
     done = threading.Event()
 
     def scrape() -> None:
-        while not done.is_set():
-            start = time.monotonic()
-            status, _ = http_get(agent.url + "/metrics", timeout=30)
-            assert status == 200
-            scrapes.append(time.monotonic() - start)
-            time.sleep(0.05)
+        try:
+            while not done.is_set():
+                start = time.monotonic()
+                status, _ = http_get(agent.url + "/metrics", timeout=30)
+                scrapes.append((status, time.monotonic() - start))
+                time.sleep(0.05)
+        except BaseException as exc:
+            errors.append(exc)
 
     senders = [threading.Thread(target=send) for _ in range(16)]
     for t in senders:
@@ -206,14 +217,23 @@ def test_row4_sixteen_concurrent_8mb_bodies_are_bounded_and_scrapes_stay_fast(
     done.set()
     scraper.join(timeout=60)
 
+    assert errors == []
+    statuses = [s for s, _ in answers]
     assert len(statuses) == 16
-    assert set(statuses) <= {200, 422, 400, 413, 429}, statuses  # never a 5xx
-    busy = [i for i, s in enumerate(statuses) if s == 429]
-    assert busy and all(retry_after[i] == "1" for i in busy), statuses
+    # Every row of the batch is valid: it is taken (200) or the door is full (429), and
+    # any other answer, 4xx or 5xx, is a regression.
+    assert set(statuses) <= {200, 429}, statuses
+    busy = [retry for s, retry in answers if s == 429]
+    assert busy and all(retry == "1" for retry in busy), answers
     assert refused(agent.url, "/v1/drift/{model}/samples", "busy") >= len(busy)
-    # Prometheus' default scrape timeout is 10 s; the issue asks for well under it. The
-    # bound here is generous for a shared test machine: bench/ingest_scrape measures it.
-    assert scrapes and max(scrapes) < 5.0, scrapes
+    assert scrapes and {s for s, _ in scrapes} == {200}, scrapes
+    # The issue asks for scrapes under 1 s whatever ingest does. The median holds that on
+    # a shared machine; the maximum gets room for one scheduling hiccup, still far below
+    # Prometheus' 10 s timeout. bench/ingest_scrape measures the real numbers.
+    took = sorted(t for _, t in scrapes)
+    assert statistics.median(took) < 1.0, took
+    assert took[-1] < 3.0, took
     assert agent.proc is not None
-    # 16 unbounded parses took 1.3 GiB; two at a time stay far below that.
-    assert peak_rss_bytes(agent.proc.pid) < 900 * 1024 * 1024
+    # 16 unbounded parses took 1.3 GiB; the DaemonSet's memory limit is 512 MiB, and the
+    # agent must stay under it (peak, not only after).
+    assert peak_rss_bytes(agent.proc.pid) < 512 * 1024 * 1024

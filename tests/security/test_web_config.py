@@ -402,3 +402,115 @@ def test_basic_auth_accepts_the_right_password_and_only_it() -> None:
         assert asyncio.run(check("other", "pw")) is not None
     finally:
         checker.close()
+
+
+# --- wrong passwords cannot lock the scraper out --------------------------------------------
+
+
+def test_failed_attempts_are_throttled_per_user_and_address() -> None:
+    import asyncio
+
+    from agent.webconfig import CHECK_BURST, CHECK_RATE_PER_S, BasicAuth
+
+    now = [100.0]
+    checker = BasicAuth({"prometheus": HASH}, clock=lambda: now[0])
+
+    async def check(user: str, pw: str, peer: str) -> int | None:
+        refusal = await checker.problem(basic(user, pw)["Authorization"], peer)
+        return None if refusal is None else refusal.status
+
+    async def scenario() -> None:
+        for i in range(CHECK_BURST):
+            assert await check("prometheus", f"guess-{i}", "10.0.0.9") == 401
+        # Another guess from there, too soon: refused without a bcrypt check.
+        assert await check("prometheus", "guess-x", "10.0.0.9") == 429
+        # The same wrong password again is known to be wrong: 401 at once, never a wait.
+        assert await check("prometheus", "guess-0", "10.0.0.9") == 401
+        # Invented names share one budget per address.
+        for i in range(CHECK_BURST):
+            assert await check(f"nobody-{i}", "x", "10.0.0.9") == 401
+        assert await check("nobody-x", "x", "10.0.0.9") == 429
+        # Another address is not held back by this one's failures.
+        assert await check("prometheus", "pw", "10.0.0.2") is None
+        now[0] += 1 / CHECK_RATE_PER_S
+        assert await check("prometheus", "guess-y", "10.0.0.9") == 401
+        assert await check("prometheus", "guess-z", "10.0.0.9") == 429
+        now[0] += 1 / CHECK_RATE_PER_S
+        assert await check("prometheus", "pw", "10.0.0.9") is None
+        # Once verified, the right password never waits, even right after failures.
+        for i in range(CHECK_BURST + 2):
+            assert await check("prometheus", f"again-{i}", "10.0.0.9") in (401, 429)
+        assert await check("prometheus", "pw", "10.0.0.9") is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        checker.close()
+
+
+def test_a_flood_of_wrong_passwords_leaves_the_scraper_its_200(tmp_path: Path) -> None:
+    import http.client
+    import secrets
+    import threading
+
+    slow_hash = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(rounds=12)).decode()
+    web = write(tmp_path / "web.yml", {"basic_auth_users": {"prometheus": slow_hash}})
+    quick = ["--no-collector.sched", "--no-collector.gpu", "--no-collector.profile"]
+    args = [*quick, "--state-dir", str(tmp_path / "s"), "--web.config.file", str(web)]
+    with AgentProcess(args, wait_ready=False) as a:
+        port = a.port
+
+        def get_metrics(user: str, pw: str, source: str) -> int:
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=30, source_address=(source, 0)
+            )
+            try:
+                conn.request("GET", "/metrics", headers=basic(user, pw))
+                r = conn.getresponse()
+                body = r.read()
+                if source == "127.0.0.2" and r.status != 200:
+                    answers.append(body.decode(errors="replace"))
+                return r.status
+            finally:
+                conn.close()
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and a.proc is not None and a.proc.poll() is None:
+            try:
+                # Up, and the right password not checked (so not cached) yet.
+                if get_metrics("someone", "else", "127.0.0.3") == 401:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"agent not up:\n{a.logs()}")
+        # The attacker: 16 clients guessing passwords and names as fast as answers come.
+        stop = threading.Event()
+        answers: list[str] = []
+        flood: list[int] = []
+        errors: list[BaseException] = []
+
+        def guess() -> None:
+            try:
+                while not stop.is_set():
+                    user = secrets.choice(["prometheus", secrets.token_hex(4)])
+                    flood.append(get_metrics(user, secrets.token_hex(8), "127.0.0.1"))
+            except BaseException as exc:
+                errors.append(exc)
+
+        guessers = [threading.Thread(target=guess) for _ in range(16)]
+        for t in guessers:
+            t.start()
+        try:
+            time.sleep(1.5)
+            # A scraper whose password is not cached (a restarted Prometheus, a new
+            # replica at another address): checked, not refused.
+            got = [get_metrics("prometheus", "scrape-pw", "127.0.0.2") for _ in range(3)]
+        finally:
+            stop.set()
+            for t in guessers:
+                t.join(timeout=30)
+        assert errors == []
+        assert got == [200, 200, 200], (got, answers, sorted(set(flood)))
+        assert flood and set(flood) <= {401, 429}
+        assert flood.count(401) < len(flood) / 2, "most guesses never reached bcrypt"

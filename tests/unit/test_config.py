@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.cli import build_config, build_parser, check_collector_flags
 from agent.config import ConfigError, parse_duration
-from agent.registry import CollectorSpec, Option
+from agent.options import SettingError, option
+from agent.registry import CollectorSpec
+
+
+@dataclass(frozen=True)
+class GpuLike:
+    interval: float = option(5.0, "poll interval", type="duration", minimum=0.1)
+    mode: str = option("fast", "mode", choices=("fast", "slow"))
+    top_k: int = option(10, "k")
+    alpha: float = option(0.05, "a", minimum=1e-12, maximum=1.0)
+    low: int = option(1, "lower bound")
+    high: int = option(2, "upper bound")
+
+    def __post_init__(self) -> None:
+        if self.low >= self.high:
+            raise SettingError("low", f"{self.low} is not below high ({self.high})")
+
+
+@dataclass(frozen=True)
+class Nothing:
+    pass
+
+
+def _never(*args: Any) -> Any:
+    raise AssertionError("config tests build no collector")
+
 
 SPECS = (
-    CollectorSpec(
-        name="gpu",
-        help="test gpu",
-        options=(
-            Option("interval", "duration", 5.0, "poll interval", minimum=0.1),
-            Option("mode", "str", "fast", "mode", choices=("fast", "slow")),
-            Option("top-k", "int", 10, "k"),
-            Option("alpha", "float", 0.05, "a", minimum=1e-12, maximum=1.0),
-        ),
-    ),
-    CollectorSpec(name="sched", help="test sched"),
+    CollectorSpec(name="gpu", help="test gpu", settings=GpuLike, factory=_never, doctor=_never),
+    CollectorSpec(name="sched", help="test sched", settings=Nothing, factory=_never, doctor=_never),
 )
 
 
@@ -100,7 +118,8 @@ def test_watch_flag_repeats_and_env_splits(tmp_path: Path) -> None:
             [],
             "collectors:\n  gpu:\n    intervall: 1\n",
             None,
-            "unknown key collectors.gpu.intervall (allowed: enabled, interval, mode, top-k, alpha)",
+            "unknown key collectors.gpu.intervall "
+            "(allowed: enabled, interval, mode, top-k, alpha, low, high)",
         ),
         ([], "collectors:\n  nvidia: {}\n", None, "unknown collector 'nvidia'"),
         ([], "collectors:\n  gpu:\n    mode: medium\n", None, "(allowed: fast, slow)"),
@@ -115,6 +134,18 @@ def test_watch_flag_repeats_and_env_splits(tmp_path: Path) -> None:
         (["--log.level", "loud"], None, None, "(allowed: debug, info, warning, error)"),
         (["--collector.gpu.alpha", "5"], None, None, "above the maximum 1"),
         (["--collector.gpu.alpha", "nan"], None, None, "not a finite number"),
+        (
+            ["--collector.gpu.low", "5"],
+            None,
+            None,
+            "collector.gpu.low (from --collector.gpu.low): 5 is not below high (2)",
+        ),
+        (
+            [],
+            None,
+            {"VIGIL_COLLECTOR_GPU_LOW": "3"},
+            "collector.gpu.low (from VIGIL_COLLECTOR_GPU_LOW): 3 is not below high (2)",
+        ),
         ([], "collectors:\n  gpu:\n    alpha: .inf\n", None, "not a finite number"),
         (["--watch", "(unclosed"], None, None, "not a valid regex"),
         (["--collector.nvidia"], None, None, "unknown collector 'nvidia'"),
@@ -148,3 +179,15 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_each_collector_gets_its_settings_dataclass(tmp_path: Path) -> None:
+    c = config(tmp_path, ["--collector.gpu.top-k", "3"], "collectors:\n  gpu:\n    interval: 2s\n")
+    assert c.settings["gpu"] == GpuLike(interval=2.0, top_k=3)
+    assert c.settings["sched"] == Nothing()
+
+
+def test_the_real_collectors_refuse_bad_values_across_fields() -> None:
+    from agent.cli import main
+
+    assert main(["doctor", "--collector.drift.alpha", "1"]) == 2

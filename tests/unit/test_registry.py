@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from agent.options import option
 from agent.registry import (
     CollectorSet,
     CollectorSpec,
@@ -77,11 +79,11 @@ def test_a_raising_collector_loses_only_its_own_metrics() -> None:
     assert b"test_b_value 2.0" in generate_latest(reg)
 
 
-def test_unavailable_and_not_built_report_zero_and_nothing_else() -> None:
+def test_unavailable_collectors_report_zero_and_nothing_else() -> None:
     reg = scrape(
         [
             Entry("gpu", None, "unavailable", "no NVML"),
-            Entry("drift", None, "not_built", "not built yet"),
+            Entry("drift", None, "unavailable", "no state directory"),
         ]
     )
     text = generate_latest(reg).decode()
@@ -137,28 +139,40 @@ def test_start_collectors_turns_failures_into_entries() -> None:
     from agent.config import resolve
     from agent.discovery import Discovery
 
-    def unavailable(ctx: Context, opts: dict[str, Any]) -> Fixed:
+    @dataclass(frozen=True)
+    class Value:
+        value: float = option(1.0, "the value to export")
+
+    def unavailable(ctx: Context, settings: Value) -> Fixed:
         raise CollectorUnavailable("no GPU driver", "install the driver")
 
-    def crashing(ctx: Context, opts: dict[str, Any]) -> Fixed:
+    def crashing(ctx: Context, settings: Value) -> Fixed:
         raise ValueError("bug")
 
+    def fixed(ctx: Context, settings: Value) -> Fixed:
+        return Fixed("ok", settings.value)
+
+    def spec(name: str, factory: Any, **kw: Any) -> CollectorSpec:
+        return CollectorSpec(name, name, Value, factory, doctor=lambda s, p: [], **kw)
+
     specs = (
-        CollectorSpec("ok", "ok", factory=lambda ctx, o: Fixed("ok", 1.0)),
-        CollectorSpec("gone", "gone", factory=unavailable),
-        CollectorSpec("buggy", "buggy", factory=crashing),
-        CollectorSpec("later", "later"),
-        CollectorSpec("off", "off", default_enabled=False, factory=lambda ctx, o: Fixed("x", 0)),
+        spec("ok", fixed),
+        spec("gone", unavailable),
+        spec("buggy", crashing),
+        spec("off", fixed, default_enabled=False),
     )
-    cfg = resolve(specs)
-    ctx = Context(config=cfg, discovery=Discovery(procfs="/nonexistent"))
-    entries = start_collectors(specs, ctx, {s.name: cfg.enabled(s.name) for s in specs})
+    cfg = resolve(specs, flag_values={"collector.ok.value": "3"})
+    ctx = Context(discovery=Discovery(procfs="/nonexistent"), paths=cfg.paths)
+    entries = start_collectors(
+        specs, ctx, {s.name: cfg.enabled(s.name) for s in specs}, cfg.settings
+    )
     states = {e.name: (e.state, e.reason) for e in entries}
     assert states == {
         "ok": ("running", ""),
         "gone": ("unavailable", "no GPU driver"),
         "buggy": ("unavailable", "ValueError: bug"),
-        "later": ("not_built", "not built yet"),
     }
+    running = entries[0].collector
+    assert isinstance(running, Fixed) and running.value == 3.0
     ready, pending = CollectorSet(entries).ready()
     assert ready and pending == []

@@ -17,6 +17,7 @@ from agent.rollback.actions.command import CommandAction
 from agent.rollback.actions.kubernetes import KubernetesDeploymentAction, default_client_factory
 from agent.rollback.actions.release_dir import ReleaseDirAction
 from agent.rollback.journal import Journal, Rollback
+from agent.rollback.policy import TargetSpec
 
 __all__ = ["KINDS", "Action", "ActionError", "Outcome", "Tools", "build", "gpu_ids_of"]
 
@@ -34,7 +35,9 @@ class Tools:
     kube_client: Callable[[dict[str, Any]], Any] = field(default=default_client_factory)
 
 
-def build(rollback: Rollback, tools: Tools) -> Action:
+def build(rollback: Rollback, tools: Tools, spec: TargetSpec) -> Action:
+    """The action of a journaled rollback. ``spec`` is its target as configured now: what
+    the controller may do comes from there, what the alert asked for from the row."""
     p = rollback.params
     if rollback.action == "release_dir":
         return ReleaseDirAction(
@@ -45,7 +48,7 @@ def build(rollback: Rollback, tools: Tools) -> Action:
             version_label=p.get("version_label", "version"),
         )
     if rollback.action == "kubernetes":
-        return KubernetesDeploymentAction(p, tools.kube_client)
+        return KubernetesDeploymentAction(p, spec.params["allowed_namespaces"], tools.kube_client)
     if rollback.action == "command":
         extra = {
             "VIGIL_ROLLBACK_ID": str(rollback.id),

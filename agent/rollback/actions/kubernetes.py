@@ -14,7 +14,9 @@ Deployment. As kubectl does:
   JSON patch.
 
 It acts only where it was told it may: the namespace must be in the target's
-``allowed_namespaces`` and the Deployment must carry the label
+``allowed_namespaces`` as the running configuration has them (handed in by the controller,
+never read from the journal row, which an older configuration wrote) and the Deployment
+must carry the label
 ``vigil.dev/rollback: "enabled"`` (its owners' opt-in); otherwise the rollback is
 ``refused`` with the reason, and nothing is patched. Needs RBAC ``get,patch`` on
 deployments and ``list`` on replicasets in each allowed namespace (deploy/rollback-namespace/).
@@ -35,6 +37,7 @@ from agent.rollback.actions.base import (
     Outcome,
     Refused,
 )
+from agent.rollback.policy import namespace_refusal
 
 # The Deployment's opt-in: set by the people who own the workload, not by whoever writes
 # alert rules, so that a rule (or a PrometheusRule anyone can create) cannot reach it.
@@ -143,11 +146,12 @@ class KubernetesDeploymentAction:
     def __init__(
         self,
         params: dict[str, Any],
+        allowed_namespaces: list[str],
         client_factory: Callable[[dict[str, Any]], Any] = default_client_factory,
     ) -> None:
         self.namespace = params["namespace"]
         self.name = params["deployment"]
-        self.allowed = list(params.get("allowed_namespaces") or [])
+        self.allowed = list(allowed_namespaces)
         self.params = params
         self._factory = client_factory
         self._api: Any = None
@@ -188,11 +192,11 @@ class KubernetesDeploymentAction:
             raise ActionError(f"{what} {self.where}: {exc}") from None
 
     def _state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        if self.namespace not in self.allowed:
+        refusal = namespace_refusal(self.namespace, self.allowed)
+        if refusal:
             raise Refused(
-                f"namespace {self.namespace!r} is not in allowed_namespaces "
-                f"({', '.join(self.allowed) or 'none'}); add it to the target's "
-                "allowed_namespaces and grant the Role there (docs/rollback.md)"
+                f"{refusal}; add it to the target's allowed_namespaces and grant the Role "
+                "there (docs/rollback.md)"
             )
         apps = self._apps()
         dep = self._call("get", apps.read_namespaced_deployment, self.name, self.namespace)

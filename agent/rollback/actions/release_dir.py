@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.atomic import fsync_dir
 from agent.rollback.actions.base import DRY_RUN, SKIPPED, SUCCEEDED, ActionError, Outcome
 from agent.rollback.journal import Journal
 
@@ -61,11 +62,7 @@ def switch_current(directory: Path, version: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(version, tmp)
     os.replace(tmp, directory / CURRENT)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def previous_healthy(history: list[dict[str, Any]], current: str, present: set[str]) -> str | None:
