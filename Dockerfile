@@ -19,6 +19,7 @@ WORKDIR /opt/vigil
 # setup.sh installs it with pip --require-hashes, so nothing unchecked enters the image.
 COPY pyproject.toml README.md requirements-runtime.lock ./
 COPY agent ./agent
+COPY clients/python ./clients/python
 COPY probes ./probes
 COPY scripts/setup.sh ./scripts/setup.sh
 

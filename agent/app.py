@@ -92,6 +92,7 @@ class Agent:
         self.discovery = Discovery(
             procfs=config.procfs,
             patterns=config.watch,
+            runtimes=config.watch_is_default,
             interval=float(config.get("discovery.interval")),
             resolver=self.pods,
         )

@@ -215,8 +215,11 @@ def build_parser(specs: Sequence[CollectorSpec] = SPECS) -> argparse.ArgumentPar
         "doctor",
         help="check which collectors can run here and how to fix the others",
         description="For each collector: ready, or not ready with the precise reason and the "
-        "command that fixes it. Takes the same settings as `vigil run`; exits 1 when a "
-        "collector that was explicitly enabled cannot run.",
+        "command that fixes it; then the Python processes on this host, which ones `vigil "
+        "run` would watch and, for the others, why not and the --watch that would match. "
+        "Takes the same settings as `vigil run`.",
+        epilog="exit status: 0 every check passed; 1 a line says FAIL; 2 usage error (a bad "
+        "flag or setting).",
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )

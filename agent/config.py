@@ -256,6 +256,12 @@ class Config:
         return list(self.values["watch"])
 
     @property
+    def watch_is_default(self) -> bool:
+        """No --watch given: discovery also watches Python processes with an ML runtime
+        loaded. A --watch the user chose is exactly what gets watched."""
+        return self.watch == list(DEFAULT_WATCH)
+
+    @property
     def procfs(self) -> str:
         return str(self.values["path.procfs"])
 

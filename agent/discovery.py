@@ -3,8 +3,11 @@
 Measures: which processes Vigil watches. Source: ``<procfs>/<pid>/{cmdline,comm,stat,cgroup}``
 (read once per process; the cgroup and start time are cached by ``(pid, start time)`` so a
 reused pid is never mistaken for its predecessor), plus pids that other components add
-(the GPU collector adds every pid holding a GPU). Cost: one directory listing and one
-``cmdline`` read per process per refresh (default every 5 s). Privilege: none to read
+(the GPU collector adds every pid holding a GPU), plus Python processes that have an ML
+runtime (torch, onnxruntime, TensorFlow, JAX, scikit-learn, XGBoost, LightGBM) mapped, seen in
+``<procfs>/<pid>/maps``. Cost: one directory listing and one ``cmdline`` read per process per
+refresh (default every 5 s); ``maps`` only for Python processes, until a runtime shows up or
+:data:`MAPS_READS` refreshes have passed, then never again for that process. Privilege: none to read
 other users' ``cmdline``; root to see every ``cgroup`` file under hidepid.
 
 It is the one source of truth: the other collectors ask it, never /proc directly.
@@ -23,6 +26,7 @@ from typing import Protocol
 
 from prometheus_client.core import Metric
 
+from agent.log import log_limited
 from agent.loop import Loop
 from agent.metrics import MetricSpec
 
@@ -120,6 +124,68 @@ def parse_stat_start_time(text: str) -> int:
     return int(rest[19])
 
 
+# --- ML runtimes in a process's mapped files (pure) ----------------------------------
+
+# A file path in /proc/<pid>/maps that only a process using that runtime maps: the
+# runtime's compiled extension modules or its shared library. Importing the package maps
+# them, whatever the command line says (`python serve.py` importing sklearn).
+_RUNTIME_FILES = (
+    ("torch", re.compile(rb"/(?:torch/lib/|libtorch[_a-z]*\.so)")),
+    ("onnxruntime", re.compile(rb"/(?:onnxruntime/capi/|libonnxruntime[^/]*\.so)")),
+    ("tensorflow", re.compile(rb"/(?:tensorflow/|libtensorflow[^/]*\.so)")),
+    ("jax", re.compile(rb"/jaxlib/")),
+    ("scikit-learn", re.compile(rb"/sklearn/[^\n]*\.so")),
+    ("xgboost", re.compile(rb"/(?:xgboost/lib/|libxgboost\.so)")),
+    ("lightgbm", re.compile(rb"/(?:lightgbm/|lib_lightgbm\.so)")),
+)
+RUNTIMES = tuple(name for name, _ in _RUNTIME_FILES)
+
+
+def runtimes_in_maps(text: bytes) -> tuple[str, ...]:
+    """``/proc/<pid>/maps`` contents → the ML runtimes it has mapped, in :data:`RUNTIMES` order."""
+    return tuple(name for name, rx in _RUNTIME_FILES if rx.search(text))
+
+
+_PYTHON_ARGV0 = re.compile(r"(?:^|/)python[0-9.]*(?:-dbg)?$")
+
+
+def is_python(cmdline: str) -> bool:
+    """Whether the command line's program is a Python interpreter (``python3``,
+    ``/usr/bin/python3.11``)."""
+    argv0 = cmdline.split(" ", 1)[0]
+    return bool(_PYTHON_ARGV0.search(argv0))
+
+
+def suggest_watch(cmdline: str) -> str:
+    """A ``--watch`` regex that matches this Python command line and few others: the script
+    (``python.*serve\\.py``) or the module (``python.*-m uvicorn``) it runs."""
+    args = cmdline.split(" ")[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-m", "-c") and i + 1 < len(args):
+            return f"python.*{arg} " + re.escape(args[i + 1].split(";")[0][:40])
+        if arg[:2] in ("-m", "-c") and len(arg) > 2:
+            return "python.*" + arg[:2] + re.escape(arg[2:])
+        if arg in ("-W", "-X"):  # options whose value is the next argument
+            i += 2
+            continue
+        if arg.startswith("-") or not arg:
+            i += 1
+            continue
+        return "python.*" + re.escape(arg.rsplit("/", 1)[-1])
+    return "^" + re.escape(cmdline.split(" ", 1)[0]) + "$"
+
+
+# How often maps is read for a Python process with no runtime mapped yet: a server imports
+# its framework within seconds of starting, so after this many refreshes it is settled.
+MAPS_READS = 6
+# Python processes whose maps verdict is remembered at once (each entry is ~200 bytes).
+MAPS_CACHE_MAX = 8192
+# Seconds between two "watching process" (or "no longer watching") lines for one pid.
+LOG_EVERY = 60.0
+
+
 # --- the watched set ------------------------------------------------------------------
 
 
@@ -201,11 +267,33 @@ WATCHED_PROCESS_INFO = MetricSpec(
 SKIPPED_PROCESSES = MetricSpec(
     "vigil_discovery_skipped_processes_total",
     "counter",
-    "Processes discovery could not fully read, by reason (permission, unreadable, unknown_cgroup).",
+    "Processes discovery could not fully read, by reason (permission, unreadable, "
+    "unknown_cgroup, maps_cache_full).",
     "discovery",
     ("reason",),
 )
-METRICS = (WATCHED_PROCESS_INFO, SKIPPED_PROCESSES)
+WATCHED_PROCESSES = MetricSpec(
+    "vigil_discovery_watched_processes",
+    "gauge",
+    "Processes watched, by why: watch (command line matches a --watch pattern), runtime "
+    "(a Python process with an ML runtime mapped), gpu (holds a GPU). A process watched "
+    "for several reasons counts under each.",
+    "discovery",
+    ("reason",),
+)
+METRICS = (WATCHED_PROCESS_INFO, SKIPPED_PROCESSES, WATCHED_PROCESSES)
+SKIP_REASONS = ("permission", "unreadable", "unknown_cgroup", "maps_cache_full")
+WATCH_REASONS = ("watch", "runtime", "gpu")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A Python process discovery saw, and why it is (not) watched (for `vigil doctor`)."""
+
+    pid: int
+    cmdline: str
+    sources: frozenset[str]
+    runtimes: tuple[str, ...]
 
 
 class PodResolver(Protocol):
@@ -225,9 +313,13 @@ class Discovery:
         resolver: PodResolver | None = None,
         self_pid: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        runtimes: bool = False,
     ) -> None:
         self.procfs = procfs
         self.patterns = [re.compile(p) for p in patterns]
+        # Whether a Python process with an ML runtime mapped is watched whatever its command
+        # line (the default); with patterns the user chose, only they decide.
+        self.runtimes = runtimes
         self.interval = interval
         self.resolver = resolver
         self._self_pid = os.getpid() if self_pid is None else self_pid
@@ -236,6 +328,11 @@ class Discovery:
         self._cache: dict[tuple[int, int], ProcessInfo] = {}
         self._watched: dict[int, ProcessInfo] = {}
         self._skipped: dict[str, int] = {}
+        # pid → (cmdline, maps reads so far, runtimes found): maps is read for a Python
+        # process until a runtime shows up or MAPS_READS passed; a new cmdline (a reused
+        # pid, or exec) starts over.
+        self._maps: dict[int, tuple[str, int, tuple[str, ...]]] = {}
+        self.python_seen: tuple[Seen, ...] = ()
         self._lock = threading.Lock()
         # The first refresh runs in start(), so the thread waits one interval first; a bug
         # in a refresh is logged and counted, and must not stop discovery for good.
@@ -290,6 +387,8 @@ class Discovery:
             log.error("cannot list procfs", extra={"procfs": self.procfs, "error": exc.strerror})
             return
         watched: dict[int, ProcessInfo] = {}
+        pythons: list[Seen] = []
+        maps: dict[int, tuple[str, int, tuple[str, ...]]] = {}
         for entry in entries:
             if not entry.isdigit():
                 continue
@@ -310,6 +409,11 @@ class Discovery:
             cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
             if cmdline and any(p.search(cmdline) for p in self.patterns):
                 sources.add("watch")
+            if is_python(cmdline):
+                runtimes = self._runtimes(pid, cmdline, maps) if self.runtimes else ()
+                if runtimes:
+                    sources.add("runtime")
+                pythons.append(Seen(pid, cmdline, frozenset(sources), runtimes))
             if not sources:
                 continue
             info = self._describe(pid, cmdline, frozenset(sources))
@@ -318,11 +422,71 @@ class Discovery:
         # Forget cached identities of processes that are gone.
         live = {(i.pid, i.start_time) for i in watched.values()}
         self._cache = {k: v for k, v in self._cache.items() if k in live}
+        self._maps = maps  # only processes seen this time: exited ones are forgotten
+        self.python_seen = tuple(pythons)
+        self._log_changes(self._watched, watched)
         if watched.keys() != self._watched.keys() or self.labels_changed:
             # Readers that cache per-pid labels (sched) re-read them on a new generation.
             self.generation += 1
             self.labels_changed = False
         self._watched = watched
+
+    def _runtimes(
+        self, pid: int, cmdline: str, out: dict[int, tuple[str, int, tuple[str, ...]]]
+    ) -> tuple[str, ...]:
+        prev = self._maps.get(pid)
+        if prev is not None and prev[0] == cmdline:
+            _, reads, found = prev
+            if found or reads >= MAPS_READS:
+                out[pid] = prev
+                return found
+        else:
+            reads, found = 0, ()
+        if len(out) >= MAPS_CACHE_MAX:
+            self._skip("maps_cache_full")
+            return ()
+        try:
+            found = runtimes_in_maps(self._read(pid, "maps"))
+        except FileNotFoundError:
+            return ()
+        except OSError:
+            # Not readable (another user's process without root): counted once, then left.
+            self._skip("unreadable")
+            out[pid] = (cmdline, MAPS_READS, ())
+            return ()
+        out[pid] = (cmdline, reads + 1, found)
+        return found
+
+    def _log_changes(self, old: Mapping[int, ProcessInfo], new: Mapping[int, ProcessInfo]) -> None:
+        """One line per process added or dropped. Keyed per pid (so the limiter's memory is
+        bounded by pid_max): a process that comes and goes on every refresh logs once a
+        minute, not every 5 s."""
+        for pid in sorted(new.keys() - old.keys()):
+            p = new[pid]
+            log_limited(
+                log,
+                logging.INFO,
+                f"added:{pid}",
+                "watching process",
+                every=LOG_EVERY,
+                pid=pid,
+                comm=p.comm,
+                reasons=",".join(sorted(p.sources)),
+                pod=p.pod_label,
+                cmdline=p.cmdline[:200],
+            )
+        for pid in sorted(old.keys() - new.keys()):
+            p = old[pid]
+            log_limited(
+                log,
+                logging.INFO,
+                f"dropped:{pid}",
+                "no longer watching process",
+                every=LOG_EVERY,
+                pid=pid,
+                comm=p.comm,
+                reasons=",".join(sorted(p.sources)),
+            )
 
     def _describe(self, pid: int, cmdline: str, sources: frozenset[str]) -> ProcessInfo | None:
         try:
@@ -426,9 +590,16 @@ class Discovery:
                 1.0,
             )
         skipped = SKIPPED_PROCESSES.counter()
-        for reason in ("permission", "unreadable", "unknown_cgroup"):
+        for reason in SKIP_REASONS:
             skipped.add_metric([reason], float(self._skipped.get(reason, 0)))
-        return [info, skipped]
+        counts = dict.fromkeys(WATCH_REASONS, 0)
+        for p in self._watched.values():
+            for source in p.sources:
+                counts[source] = counts.get(source, 0) + 1
+        by_reason = WATCHED_PROCESSES.gauge()
+        for reason in sorted(counts):
+            by_reason.add_metric([reason], float(counts[reason]))
+        return [info, skipped, by_reason]
 
     def ready(self) -> bool:
         return True

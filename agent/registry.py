@@ -7,8 +7,11 @@ the latest snapshot, so a scrape never waits on the kernel, the driver or a chil
 Every scrape goes through :class:`CollectorSet`: each collector's families are taken whole
 or not at all, and ``vigil_scrape_collector_success{collector}`` /
 ``vigil_scrape_collector_duration_seconds{collector}`` say which ones worked. A collector
-that raises loses only its own metrics; one that cannot start (no root, no bcc, no GPU)
-reports success 0 and is logged once.
+that raises loses only its own metrics; one that cannot start (no root, no bcc) reports
+success 0 and is logged once. One whose hardware is simply absent (no NVIDIA driver on a
+CPU-only node) is *not applicable*: it renders nothing, keeps success 1 and says why with
+``vigil_collector_state{collector,state="not_applicable"}`` — a CPU-only node is not a
+failing one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ class CollectorUnavailable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.fix = fix
+
+
+class CollectorNotApplicable(CollectorUnavailable):
+    """What the collector observes is absent on this host (no GPU driver): not a failure.
+
+    Raised from ``start()``; the entry becomes "not_applicable" and its success stays 1.
+    A source that was there and broke later is still a failure (a refresh error)."""
 
 
 @runtime_checkable
@@ -221,9 +231,13 @@ class Entry:
 
     name: str
     collector: Collector | None
-    state: str  # "running" | "unavailable"
+    state: str  # one of STATES
     reason: str = ""
     fix: str = ""
+
+
+# An entry's state: started, could not start (a failure), or nothing to observe here.
+STATES = ("running", "unavailable", "not_applicable")
 
 
 # What every scrape says about each collector (owner "agent": the framework renders them).
@@ -249,7 +263,16 @@ COLLECTOR_ERRORS = MetricSpec(
     "agent",
     ("collector",),
 )
-METRICS = (SCRAPE_SUCCESS, SCRAPE_DURATION, COLLECTOR_ERRORS)
+COLLECTOR_STATE = MetricSpec(
+    "vigil_collector_state",
+    "gauge",
+    "The collector's state (1 for the current one): running, unavailable (could not start; "
+    "`vigil doctor` says why) or not_applicable (nothing to observe here, e.g. no NVIDIA "
+    "driver on a CPU-only node; success stays 1).",
+    "agent",
+    ("collector", "state"),
+)
+METRICS = (SCRAPE_SUCCESS, SCRAPE_DURATION, COLLECTOR_ERRORS, COLLECTOR_STATE)
 
 
 class CollectorSet:
@@ -272,20 +295,27 @@ class CollectorSet:
     def collect(self) -> Iterator[Metric]:
         success = SCRAPE_SUCCESS.gauge()
         duration = SCRAPE_DURATION.gauge()
+        state = COLLECTOR_STATE.gauge()
         for entry in self.entries:
             ok, families, elapsed = self._run(entry)
             yield from families
             success.add_metric([entry.name], 1.0 if ok else 0.0)
             duration.add_metric([entry.name], elapsed)
+            for s in STATES:
+                state.add_metric([entry.name, s], 1.0 if entry.state == s else 0.0)
         errors = COLLECTOR_ERRORS.counter()
         with self._lock:
             for name, count in self._errors.items():
                 errors.add_metric([name], float(count))
         yield success
         yield duration
+        yield state
         yield errors
 
     def _run(self, entry: Entry) -> tuple[bool, list[Metric], float]:
+        if entry.state == "not_applicable":
+            # Nothing to observe is the right answer, not a missing one.
+            return True, [], 0.0
         if entry.collector is None or entry.state != "running":
             return False, [], 0.0
         started = self._clock()
@@ -353,6 +383,13 @@ def start_collectors(
         try:
             collector = spec.factory(ctx, settings[spec.name])
             collector.start()
+        except CollectorNotApplicable as exc:
+            entries.append(Entry(spec.name, None, "not_applicable", exc.reason, exc.fix))
+            log.info(
+                "collector not applicable on this host",
+                extra={"collector": spec.name, "reason": exc.reason},
+            )
+            continue
         except CollectorUnavailable as exc:
             entries.append(Entry(spec.name, None, "unavailable", exc.reason, exc.fix))
             log.warning(

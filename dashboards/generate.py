@@ -10,9 +10,10 @@ Plain Python, standard library only: the JSON is what Grafana 10/11 exports (sch
 imports through the UI, the HTTP API and file provisioning alike.
 
 Every series is filtered by ``cluster`` and ``node`` (labels added at scrape time, see
-docs/dashboards.md), per-process series also by ``namespace`` and ``pod``. A variable's
-"All" is ``.*``, which also matches series without the label (a bare-metal host has no
-cluster, a process outside Kubernetes no pod).
+docs/deploy.md), per-process series also by ``namespace``, ``pod`` (several at once),
+``container``, ``comm`` and ``pid``. A variable's "All" is ``.*``, which also matches series
+without the label (a bare-metal host has no cluster, a process outside Kubernetes no pod).
+Per-process legends name the pod, or outside Kubernetes the command and pid (``process``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from panels import (
     RATIO,
     SECONDS,
     WATTS,
+    Link,
     Panel,
     Target,
     dashboard,
@@ -45,15 +47,22 @@ from panels import (
     stat,
     table,
     target,
+    textbox_variable,
     timeseries,
+    with_links,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 
 NODE = 'cluster=~"$cluster", node=~"$node"'
 GPU = NODE + ', gpu=~"$gpu"'
-POD = NODE + ', namespace=~"$namespace", pod=~"$pod"'
+POD = (
+    NODE
+    + ', namespace=~"$namespace", pod=~"$pod", container=~"$container", comm=~"$comm"'
+    + ', pid=~"$pid"'
+)
 MODEL = NODE + ', model=~"$model"'
+VERSION = MODEL + ', version=~"$version"'
 # Prometheus' own per-target series (up, scrape_*) exist for every job; this keeps those of
 # Vigil's agents: targets that also export vigil_build_info.
 IS_AGENT = "and on (instance, job) vigil_build_info{" + NODE + "}"
@@ -70,19 +79,53 @@ def cluster_node_vars() -> list[dict[str, Any]]:
 
 
 def pod_vars() -> list[dict[str, Any]]:
+    watched = "vigil_watched_process_info{" + NODE + ', namespace=~"$namespace"'
     return [
         query_variable(
             "namespace",
             "Namespace",
             "label_values(vigil_watched_process_info{" + NODE + "}, namespace)",
         ),
+        query_variable("pod", "Pod", f"label_values({watched}}}, pod)"),
         query_variable(
-            "pod",
-            "Pod",
-            "label_values(vigil_watched_process_info{" + NODE + ', namespace=~"$namespace"}, pod)',
-            multi=False,
+            "container", "Container", f'label_values({watched}, pod=~"$pod"}}, container)'
+        ),
+        query_variable(
+            "comm",
+            "Command",
+            f'label_values({watched}, pod=~"$pod", container=~"$container"}}, comm)',
+        ),
+        # Per-process series carry a pid only outside a pod (in a pod, the pod names them
+        # and the pid label is empty): the choice lists those processes only.
+        query_variable(
+            "pid",
+            "PID (outside pods)",
+            f'label_values({watched}, pod=~"$pod", pod="", container=~"$container", '
+            'comm=~"$comm"}, pid)',
         ),
     ]
+
+
+def by_process(expr: str) -> str:
+    """``expr`` with a ``process`` label for legends: the pod, or outside Kubernetes (no
+    pod) "COMM pid PID", so that bare processes do not merge into one blank series."""
+    joined = f'label_join({expr}, "process", " pid ", "comm", "pid")'
+    return f'label_replace({joined}, "process", "$1", "pod", "(.+)")'
+
+
+# The agent serves the last profile window of a process at /v1/profiles/<pid> (behind its
+# API token, see docs/profile.md); `instance` is the agent's scrape address.
+PROFILE_LINKS = [
+    Link(
+        "Flame graph (SVG) of this process",
+        "http://${__field.labels.instance}/v1/profiles/${__field.labels.pid}?format=svg",
+    ),
+    Link("Profiled processes on this node", "http://${__field.labels.instance}/v1/profiles"),
+    Link(
+        "Pyroscope (set the pyroscope variable)",
+        "${pyroscope}/?query=${__field.labels.comm}.cpu&from=${__from}&until=${__to}",
+    ),
+]
 
 
 # --- the dashboards --------------------------------------------------------------------------
@@ -266,11 +309,13 @@ def node_overview() -> dict[str, Any]:
 def quantiles(metric: str, by: str, legend: str, qs: tuple[float, ...]) -> list[Target]:
     """Percentiles of a histogram per ``by``, only where it has buckets: a server with a sum
     and a count only is exported with the +Inf bucket alone, which tells no percentile."""
-    has_buckets = f'count by ({by}) ({metric}_bucket{{{POD}, le!="+Inf"}})'
+    buckets = by_process(f'{metric}_bucket{{{POD}, le!="+Inf"}}')
+    has_buckets = f"count by ({by}) ({buckets})"
     return [
         target(
             f"histogram_quantile({q}, sum by (le, {by}) "
-            f"(rate({metric}_bucket{{{POD}}}[{RATE}]))) and on ({by}) {has_buckets}",
+            f"({by_process(f'rate({metric}_bucket{{{POD}}}[{RATE}])')})) "
+            f"and on ({by}) {has_buckets}",
             f"p{round(q * 100)} {legend}",
         )
         for q in qs
@@ -280,8 +325,8 @@ def quantiles(metric: str, by: str, legend: str, qs: tuple[float, ...]) -> list[
 def mean(metric: str, by: str, legend: str) -> Target:
     """A histogram's mean per ``by``: the one number servers without buckets give."""
     return target(
-        f"sum by ({by}) (rate({metric}_sum{{{POD}}}[{RATE}])) "
-        f"/ sum by ({by}) (rate({metric}_count{{{POD}}}[{RATE}]))",
+        f"sum by ({by}) ({by_process(f'rate({metric}_sum{{{POD}}}[{RATE}])')}) "
+        f"/ sum by ({by}) ({by_process(f'rate({metric}_count{{{POD}}}[{RATE}])')})",
         f"mean {legend}",
     )
 
@@ -291,8 +336,8 @@ def inference_panels() -> list[Panel]:
     server kind (docs/inference.md)."""
     requests = f"vigil_inference_requests_total{{{POD}}}"
     errors = f'vigil_inference_requests_total{{{POD}, outcome="error"}}'
-    per_target = "{{pod}}:{{port}} {{kind}}"
-    per_model = "{{pod}} {{model}}"
+    per_target = "{{process}}:{{port}} {{kind}}"
+    per_model = "{{process}} {{model}}"
     return [
         row("Does the service answer?"),
         stat(
@@ -302,8 +347,10 @@ def inference_panels() -> list[Panel]:
             "read and understood. A server can answer /health while its engine is wedged: "
             "see Stalled.",
             [
-                target(f"vigil_inference_up{{{POD}}}", "up " + per_target),
-                target(f"vigil_inference_scrape_success{{{POD}}}", "metrics " + per_target),
+                target(by_process(f"vigil_inference_up{{{POD}}}"), "up " + per_target),
+                target(
+                    by_process(f"vigil_inference_scrape_success{{{POD}}}"), "metrics " + per_target
+                ),
             ],
             thresholds=[(None, "red"), (1, "green")],
             w=4,
@@ -313,7 +360,12 @@ def inference_panels() -> list[Panel]:
             "1 when a model has requests running but finished none and generated no token "
             "for the stall-after setting, whatever its health path says. "
             "VigilInferenceStalled pages on it.",
-            [target(f"max by (pod, model) (vigil_inference_stalled{{{POD}}})", per_model)],
+            [
+                target(
+                    f"max by (process, model) ({by_process(f'vigil_inference_stalled{{{POD}}}')})",
+                    per_model,
+                )
+            ],
             thresholds=[(None, "green"), (1, "red")],
             w=4,
         ),
@@ -323,7 +375,7 @@ def inference_panels() -> list[Panel]:
             "server's failures, or its HTTP 5xx answers where it counts none itself).",
             [
                 target(
-                    f"sum by (pod, model, outcome) (rate({requests}[{RATE}]))",
+                    f"sum by (process, model, outcome) ({by_process(f'rate({requests}[{RATE}])')})",
                     per_model + " {{outcome}}",
                 )
             ],
@@ -337,8 +389,8 @@ def inference_panels() -> list[Panel]:
             "requests a minute (below that, one failure is already 0.1 %).",
             [
                 target(
-                    f"sum by (pod, model) (rate({errors}[{RATE}])) "
-                    f"/ sum by (pod, model) (rate({requests}[{RATE}]))",
+                    f"sum by (process, model) ({by_process(f'rate({errors}[{RATE}])')}) "
+                    f"/ sum by (process, model) ({by_process(f'rate({requests}[{RATE}])')})",
                     per_model,
                 )
             ],
@@ -352,11 +404,11 @@ def inference_panels() -> list[Panel]:
             [
                 *quantiles(
                     "vigil_inference_request_duration_seconds",
-                    "pod, model",
+                    "process, model",
                     per_model,
                     (0.5, 0.95, 0.99),
                 ),
-                mean("vigil_inference_request_duration_seconds", "pod, model", per_model),
+                mean("vigil_inference_request_duration_seconds", "process, model", per_model),
             ],
             SECONDS,
         ),
@@ -365,7 +417,10 @@ def inference_panels() -> list[Panel]:
             "Time from a request's arrival to its first generated token, per model "
             "(generative servers only): queueing plus prefill, what a streaming user waits.",
             quantiles(
-                "vigil_inference_time_to_first_token_seconds", "pod, model", per_model, (0.5, 0.95)
+                "vigil_inference_time_to_first_token_seconds",
+                "process, model",
+                per_model,
+                (0.5, 0.95),
             ),
             SECONDS,
         ),
@@ -375,11 +430,13 @@ def inference_panels() -> list[Panel]:
             "model. A queue that grows while running stays flat: the server is at capacity.",
             [
                 target(
-                    f"sum by (pod, model) (vigil_inference_queue_requests{{{POD}}})",
+                    "sum by (process, model) "
+                    f"({by_process(f'vigil_inference_queue_requests{{{POD}}}')})",
                     per_model + " waiting",
                 ),
                 target(
-                    f"sum by (pod, model) (vigil_inference_running_requests{{{POD}}})",
+                    "sum by (process, model) "
+                    f"({by_process(f'vigil_inference_running_requests{{{POD}}}')})",
                     per_model + " running",
                 ),
             ],
@@ -390,7 +447,8 @@ def inference_panels() -> list[Panel]:
             "and recomputes their prompts: latency climbs.",
             [
                 target(
-                    f"max by (pod, model) (vigil_inference_kv_cache_usage_ratio{{{POD}}})",
+                    "max by (process, model) "
+                    f"({by_process(f'vigil_inference_kv_cache_usage_ratio{{{POD}}}')})",
                     per_model,
                 )
             ],
@@ -403,8 +461,8 @@ def inference_panels() -> list[Panel]:
             "out probe counts as the timeout (0.5 s).",
             quantiles(
                 "vigil_inference_probe_duration_seconds",
-                "pod, port",
-                "{{pod}}:{{port}}",
+                "process, port",
+                "{{process}}:{{port}}",
                 (0.5, 0.99),
             ),
             SECONDS,
@@ -415,13 +473,16 @@ def inference_panels() -> list[Panel]:
             "in a row: VigilInferenceProbeTimeouts rolls back at 3.",
             [
                 target(
-                    "sum by (pod, port, reason) "
-                    f"(increase(vigil_inference_probe_failures_total{{{POD}}}[{RATE}]))",
-                    "{{pod}}:{{port}} {{reason}}",
+                    "sum by (process, port, reason) ("
+                    + by_process(f"increase(vigil_inference_probe_failures_total{{{POD}}}[{RATE}])")
+                    + ")",
+                    "{{process}}:{{port}} {{reason}}",
                 ),
                 target(
-                    f"max by (pod, port) (vigil_inference_probe_consecutive_timeouts{{{POD}}})",
-                    "{{pod}}:{{port}} timeouts in a row",
+                    "max by (process, port) ("
+                    + by_process(f"vigil_inference_probe_consecutive_timeouts{{{POD}}}")
+                    + ")",
+                    "{{process}}:{{port}} timeouts in a row",
                 ),
             ],
             draw="bars",
@@ -441,8 +502,10 @@ def workload() -> dict[str, Any]:
             "starved.",
             [
                 target(
-                    f"sum by (pod, container, gpu) (vigil_gpu_process_utilization_ratio{{{POD}}})",
-                    "{{pod}} {{container}} GPU {{gpu}}",
+                    "sum by (process, container, gpu) ("
+                    + by_process(f"vigil_gpu_process_utilization_ratio{{{POD}}}")
+                    + ")",
+                    "{{process}} {{container}} GPU {{gpu}}",
                 )
             ],
             RATIO,
@@ -454,12 +517,14 @@ def workload() -> dict[str, Any]:
             "(eBPF, sched_wakeup -> sched_switch). Milliseconds here starve a GPU feeding loop.",
             [
                 target(
-                    f"histogram_quantile(0.99, sum by (le, pod, container) (rate({hist}[{RATE}])))",
-                    "p99 {{pod}} {{container}}",
+                    "histogram_quantile(0.99, sum by (le, process, container) "
+                    f"({by_process(f'rate({hist}[{RATE}])')}))",
+                    "p99 {{process}} {{container}}",
                 ),
                 target(
-                    f"histogram_quantile(0.5, sum by (le, pod, container) (rate({hist}[{RATE}])))",
-                    "p50 {{pod}} {{container}}",
+                    "histogram_quantile(0.5, sum by (le, process, container) "
+                    f"({by_process(f'rate({hist}[{RATE}])')}))",
+                    "p50 {{process}} {{container}}",
                 ),
             ],
             SECONDS,
@@ -470,9 +535,10 @@ def workload() -> dict[str, Any]:
             "locks, the GIL, waiting on the GPU.",
             [
                 target(
-                    "sum by (pod, container) "
-                    f"(rate(vigil_sched_offcpu_seconds_sum{{{POD}}}[{RATE}]))",
-                    "{{pod}} {{container}}",
+                    "sum by (process, container) ("
+                    + by_process(f"rate(vigil_sched_offcpu_seconds_sum{{{POD}}}[{RATE}])")
+                    + ")",
+                    "{{process}} {{container}}",
                 )
             ],
             SECONDS,
@@ -489,9 +555,10 @@ def workload() -> dict[str, Any]:
             "contention), voluntary ones that they blocked.",
             [
                 target(
-                    "sum by (pod, container, kind) "
-                    f"(rate(vigil_sched_context_switches_total{{{POD}}}[{RATE}]))",
-                    "{{pod}} {{container}} {{kind}}",
+                    "sum by (process, container, kind) ("
+                    + by_process(f"rate(vigil_sched_context_switches_total{{{POD}}}[{RATE}])")
+                    + ")",
+                    "{{process}} {{container}} {{kind}}",
                 )
             ],
             PER_SECOND,
@@ -501,33 +568,49 @@ def workload() -> dict[str, Any]:
             "Moves of the pod's threads between CPUs per second; many mean cold caches.",
             [
                 target(
-                    "sum by (pod, container) "
-                    f"(rate(vigil_sched_migrations_total{{{POD}}}[{RATE}]))",
-                    "{{pod}} {{container}}",
+                    "sum by (process, container) ("
+                    + by_process(f"rate(vigil_sched_migrations_total{{{POD}}}[{RATE}])")
+                    + ")",
+                    "{{process}} {{container}}",
                 )
             ],
             PER_SECOND,
         ),
         row("Where does Python spend its time?"),
-        timeseries(
-            "GIL share",
-            "Share of py-spy samples in which the sampled thread held the GIL. Near 1 with low "
-            "GPU use: Python code, not the GPU, is the bottleneck.",
-            [target(f"vigil_profile_gil_ratio{{{POD}}}", "{{pod}} {{container}} {{comm}} {{pid}}")],
-            RATIO,
-            maximum=1,
+        with_links(
+            timeseries(
+                "GIL share",
+                "Share of py-spy samples in which the sampled thread held the GIL. Near 1 with "
+                "low GPU use: Python code, not the GPU, is the bottleneck. Click a series for "
+                "its flame graph.",
+                [
+                    target(
+                        by_process(f"vigil_profile_gil_ratio{{{POD}}}"),
+                        "{{process}} {{container}}",
+                    )
+                ],
+                RATIO,
+                maximum=1,
+            ),
+            PROFILE_LINKS,
         ),
-        timeseries(
-            "Active vs idle samples",
-            "py-spy samples per second by state: `idle` threads wait (I/O, locks, the GPU).",
-            [
-                target(
-                    f"sum by (pod, state) (rate(vigil_profile_samples_total{{{POD}}}[{RATE}]))",
-                    "{{pod}} {{state}}",
-                )
-            ],
-            PER_SECOND,
-            stack=True,
+        with_links(
+            timeseries(
+                "Active vs idle samples",
+                "py-spy samples per second by state: `idle` threads wait (I/O, locks, the "
+                "GPU). Click a series for its flame graph.",
+                [
+                    target(
+                        "sum by (instance, process, comm, pid, state) ("
+                        + by_process(f"rate(vigil_profile_samples_total{{{POD}}}[{RATE}])")
+                        + ")",
+                        "{{process}} {{state}}",
+                    )
+                ],
+                PER_SECOND,
+                stack=True,
+            ),
+            PROFILE_LINKS,
         ),
         table(
             "Top Python functions",
@@ -535,7 +618,7 @@ def workload() -> dict[str, Any]:
             "is time in the function itself, `total` includes what it calls.",
             [
                 target(
-                    f"topk(20, max by (pod, container, function, kind) "
+                    f"topk(20, max by (pod, container, comm, pid, function, kind) "
                     f'(vigil_profile_function_ratio{{{POD}, kind="self"}}))'
                 )
             ],
@@ -548,8 +631,10 @@ def workload() -> dict[str, Any]:
             "Device memory each of the pod's processes holds.",
             [
                 target(
-                    f"sum by (pod, container, gpu) (vigil_gpu_process_memory_used_bytes{{{POD}}})",
-                    "{{pod}} {{container}} GPU {{gpu}}",
+                    "sum by (process, container, gpu) ("
+                    + by_process(f"vigil_gpu_process_memory_used_bytes{{{POD}}}")
+                    + ")",
+                    "{{process}} {{container}} GPU {{gpu}}",
                 )
             ],
             BYTES,
@@ -562,7 +647,16 @@ def workload() -> dict[str, Any]:
         "One inference pod: the service's requests, latency and health next to its GPU use, "
         "CPU scheduling and Python profiles, so that 'slow because CPU-starved' shows at a "
         "glance.",
-        [*cluster_node_vars(), *pod_vars()],
+        [
+            *cluster_node_vars(),
+            *pod_vars(),
+            textbox_variable(
+                "pyroscope",
+                "Pyroscope URL",
+                "Your Pyroscope server's address (e.g. http://pyroscope:4040), for the profile "
+                "panels' links; the agent pushes there with --collector.profile.pyroscope-url.",
+            ),
+        ],
         panels,
     )
 
@@ -579,7 +673,7 @@ def drift() -> dict[str, Any]:
             "reference' for a feature (after the multiple-test correction).",
             [
                 target(
-                    f"max by (model, version) (vigil_drift_detected{{{MODEL}}})",
+                    f"max by (model, version) (vigil_drift_detected{{{VERSION}}})",
                     "{{model}} {{version}}",
                 )
             ],
@@ -604,7 +698,7 @@ def drift() -> dict[str, Any]:
             "p-value per feature",
             "KS p-value of each feature's current window against the reference; small means "
             "the inputs moved. Log scale.",
-            [target(f"vigil_drift_p_value{{{MODEL}}}", "{{model}} {{version}} {{feature}}")],
+            [target(f"vigil_drift_p_value{{{VERSION}}}", "{{model}} {{version}} {{feature}}")],
             log=True,
             w=HALF,
         ),
@@ -612,27 +706,28 @@ def drift() -> dict[str, Any]:
             "KS statistic D per feature",
             "Largest gap between the window's and the reference's distribution functions "
             "(0: same, 1: disjoint). VigilInputDriftLarge fires above 0.35.",
-            [target(f"vigil_drift_ks_statistic{{{MODEL}}}", "{{model}} {{version}} {{feature}}")],
+            [target(f"vigil_drift_ks_statistic{{{VERSION}}}", "{{model}} {{version}} {{feature}}")],
             maximum=1,
             w=HALF,
         ),
         timeseries(
             "Detections",
             "vigil_drift_detected over time per model version.",
-            [target(f"vigil_drift_detected{{{MODEL}}}", "{{model}} {{version}}")],
+            [target(f"vigil_drift_detected{{{VERSION}}}", "{{model}} {{version}}")],
             maximum=1,
         ),
         timeseries(
             "Samples in window",
             "Samples in each model's current comparison window.",
-            [target(f"vigil_drift_window_samples{{{MODEL}}}", "{{model}} {{version}}")],
+            [target(f"vigil_drift_window_samples{{{VERSION}}}", "{{model}} {{version}}")],
         ),
         timeseries(
             "Ingest",
             "Samples accepted per second, and rejected ones by reason.",
             [
                 target(
-                    f"sum by (model, version) (rate(vigil_drift_samples_total{{{MODEL}}}[{RATE}]))",
+                    "sum by (model, version) "
+                    f"(rate(vigil_drift_samples_total{{{VERSION}}}[{RATE}]))",
                     "{{model}} {{version}} accepted",
                 ),
                 target(
@@ -676,6 +771,11 @@ def drift() -> dict[str, Any]:
             query_variable(
                 "model", "Model", "label_values(vigil_drift_window_samples{" + NODE + "}, model)"
             ),
+            query_variable(
+                "version",
+                "Version",
+                "label_values(vigil_drift_window_samples{" + MODEL + "}, version)",
+            ),
         ],
         panels,
         annotations=[
@@ -689,7 +789,7 @@ def drift() -> dict[str, Any]:
             ),
             prom_annotation(
                 "Drift detected",
-                f"max by (model, version) (vigil_drift_detected{{{MODEL}}}) == 1",
+                f"max by (model, version) (vigil_drift_detected{{{VERSION}}}) == 1",
                 "orange",
                 "Drift: {{model}} {{version}}",
                 "KS test rejected the reference distribution",

@@ -215,6 +215,27 @@ def heatmap(
     return Panel(body, w, h)
 
 
+@dataclass(frozen=True)
+class Link:
+    """A data link: a click on a series (or table cell) opens ``url``, in which Grafana
+    replaces ``${__field.labels.NAME}`` by that series' label and ``${var}`` by a variable."""
+
+    title: str
+    url: str
+
+
+def with_links(panel: Panel, links: list[Link]) -> Panel:
+    """The panel with data links on every field it shows."""
+    body = {**panel.body}
+    field_config = {**body["fieldConfig"]}
+    field_config["defaults"] = {
+        **field_config["defaults"],
+        "links": [{"title": k.title, "url": k.url, "targetBlank": True} for k in links],
+    }
+    body["fieldConfig"] = field_config
+    return Panel(body, panel.w, panel.h)
+
+
 def layout(panels: Iterable[Panel]) -> list[dict[str, Any]]:
     """Places panels left to right, wrapping at the grid's width; a row starts a new line
     and spans it. Ids count from 1 in order."""
@@ -265,6 +286,20 @@ def query_variable(name: str, label: str, query: str, *, multi: bool = True) -> 
         "hide": 0,
         "regex": "",
         "options": [],
+    }
+
+
+def textbox_variable(name: str, label: str, description: str, default: str = "") -> dict[str, Any]:
+    """A free-text variable (a URL the dashboard cannot discover), kept when saved."""
+    return {
+        "name": name,
+        "label": label,
+        "description": description,
+        "type": "textbox",
+        "query": default,
+        "current": {"selected": False, "text": default, "value": default},
+        "options": [{"selected": True, "text": default, "value": default}],
+        "hide": 0,
     }
 
 

@@ -10,7 +10,9 @@
 #
 # Needs prometheus and prometheus-alertmanager (scripts/setup.sh installs them) and .venv.
 # Ports: AGENT_PORT (9475), CONTROLLER_PORT (9476), AM_PORT (9093), PROM_PORT (9090),
-# MODEL_PORT (8080). Timings are the demo's: 1s scrape and evaluation, `for: 5s`.
+# MODEL_PORT (8080); a taken one stops the demo at once, naming it. Each readiness check
+# counts only an answer from the process the demo started (examples/ports.py owns).
+# Timings are the demo's: 1s scrape and evaluation, `for: 5s`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,11 +23,33 @@ AGENT_PORT="${AGENT_PORT:-9475}" CONTROLLER_PORT="${CONTROLLER_PORT:-9476}"
 AM_PORT="${AM_PORT:-9093}" PROM_PORT="${PROM_PORT:-9090}" MODEL_PORT="${MODEL_PORT:-8080}"
 ONCE=0; [ "${1:-}" = "--once" ] && ONCE=1
 
+# Before anything starts: a server that cannot listen would only say so in its log, and a
+# readiness check would reach whatever holds the port.
+if ! taken=$("$PY" "$ROOT/examples/ports.py" free AGENT_PORT="$AGENT_PORT" \
+        CONTROLLER_PORT="$CONTROLLER_PORT" AM_PORT="$AM_PORT" PROM_PORT="$PROM_PORT" \
+        MODEL_PORT="$MODEL_PORT" 2>&1); then
+    sed 's/^/demo: /' <<<"$taken" >&2; exit 1
+fi
+
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 say() { printf '%s demo: %s\n' "$(date +%T)" "$*"; }
-wait_http() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "demo: $1 did not come up; logs in $DEMO_DIR" >&2; exit 1; }
+# wait_http NAME PID PORT PATH: until process PID answers on PORT, which must be its own.
+wait_http() {
+    local name="$1" pid="$2" port="$3" url="http://127.0.0.1:$3$4"
+    for _ in $(seq 200); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "demo: $name exited before answering on port $port; see $DEMO_DIR/$name.log" >&2; exit 1
+        fi
+        if curl -sf -m 2 -o /dev/null "$url"; then
+            "$PY" "$ROOT/examples/ports.py" owns "$pid" "$port" && return 0
+            echo "demo: another process answers on port $port, not the $name this demo started; see $DEMO_DIR/$name.log" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    echo "demo: $url did not come up; see $DEMO_DIR/$name.log" >&2; exit 1
+}
 
 say "working in $DEMO_DIR"
 MODELS="$DEMO_DIR/models/demo"
@@ -42,13 +66,13 @@ ln -sfn v3 "$MODELS/current"
 
 "$VIGIL" run --listen "127.0.0.1:$AGENT_PORT" --state-dir "$DEMO_DIR/agent" \
     --collector.drift.check-interval 1s --collector.drift.window 1000 \
-    > "$DEMO_DIR/agent.log" 2>&1 & PIDS+=($!)
+    > "$DEMO_DIR/agent.log" 2>&1 & PIDS+=($!); AGENT_PID=$!
 "$VIGIL" rollback-controller --listen "127.0.0.1:$CONTROLLER_PORT" --state-dir "$DEMO_DIR/controller" \
-    --release-dir "$MODELS" > "$DEMO_DIR/controller.log" 2>&1 & PIDS+=($!)
+    --release-dir "$MODELS" > "$DEMO_DIR/controller.log" 2>&1 & PIDS+=($!); CONTROLLER_PID=$!
 "$PY" "$ROOT/examples/model_server.py" --release-dir "$MODELS" --listen "127.0.0.1:$MODEL_PORT" \
     --model demo --vigil-url "http://127.0.0.1:$AGENT_PORT" \
-    --vigil-token-file "$DEMO_DIR/agent/ingest-token" > "$DEMO_DIR/model-server.log" 2>&1 & PIDS+=($!)
-wait_http "http://127.0.0.1:$CONTROLLER_PORT/readyz"   # it has written its token by now
+    --vigil-token-file "$DEMO_DIR/agent/ingest-token" > "$DEMO_DIR/model-server.log" 2>&1 & PIDS+=($!); MODEL_PID=$!
+wait_http controller "$CONTROLLER_PID" "$CONTROLLER_PORT" /readyz   # it has written its token by now
 
 "$PY" "$ROOT/scripts/gen-alerts" --for 5s -o "$DEMO_DIR/rules.yml"
 sed -e "s#/var/lib/vigil/rollback-token#$DEMO_DIR/controller/rollback-token#" \
@@ -57,7 +81,7 @@ sed -e "s#/var/lib/vigil/rollback-token#$DEMO_DIR/controller/rollback-token#" \
     "$ROOT/alerts/alertmanager.yml" > "$DEMO_DIR/alertmanager.yml"
 prometheus-alertmanager --config.file="$DEMO_DIR/alertmanager.yml" --storage.path="$DEMO_DIR/am" \
     --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address= \
-    > "$DEMO_DIR/alertmanager.log" 2>&1 & PIDS+=($!)
+    > "$DEMO_DIR/alertmanager.log" 2>&1 & PIDS+=($!); AM_PID=$!
 cat > "$DEMO_DIR/prometheus.yml" <<YAML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: [$DEMO_DIR/rules.yml]
@@ -66,10 +90,11 @@ scrape_configs: [{job_name: vigil, static_configs: [{targets: ["127.0.0.1:$AGENT
 YAML
 prometheus --config.file="$DEMO_DIR/prometheus.yml" --storage.tsdb.path="$DEMO_DIR/prom" \
     --web.listen-address="127.0.0.1:$PROM_PORT" --rules.alert.resend-delay=1s \
-    > "$DEMO_DIR/prometheus.log" 2>&1 & PIDS+=($!)
-for url in "127.0.0.1:$AGENT_PORT/readyz" "127.0.0.1:$MODEL_PORT/" "127.0.0.1:$AM_PORT/-/ready" "127.0.0.1:$PROM_PORT/-/ready"; do
-    wait_http "http://$url"
-done
+    > "$DEMO_DIR/prometheus.log" 2>&1 & PIDS+=($!); PROM_PID=$!
+wait_http agent "$AGENT_PID" "$AGENT_PORT" /readyz
+wait_http model-server "$MODEL_PID" "$MODEL_PORT" /
+wait_http alertmanager "$AM_PID" "$AM_PORT" /-/ready
+wait_http prometheus "$PROM_PID" "$PROM_PORT" /-/ready
 say "all up: model server :$MODEL_PORT serves $(readlink "$MODELS/current"); Prometheus :$PROM_PORT, Alertmanager :$AM_PORT"
 
 traffic() {  # 200 requests' inputs every half second, from mean $1

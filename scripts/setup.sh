@@ -10,6 +10,8 @@
 #   VIGIL_SETUP_MINIMAL=1 ...   runtime only: no test/benchmark tools (the container image)
 #   VIGIL_SETUP_NO_KERNEL=1 ... skip kernel headers and tracefs (an image build: the node's
 #                               own /lib/modules, /usr/src and tracefs are mounted at run time)
+#   VIGIL_BIN_DIR=DIR ...       where root gets a `vigil` link to .venv/bin/vigil (default
+#                               /usr/local/bin; empty: no link)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +21,7 @@ VENV="${VIGIL_VENV:-$ROOT/.venv}"
 SYSTEM_PYTHON="${VIGIL_SYSTEM_PYTHON:-/usr/bin/python3}"
 MINIMAL="${VIGIL_SETUP_MINIMAL:-0}"
 NO_KERNEL="${VIGIL_SETUP_NO_KERNEL:-0}"
+BIN_DIR="${VIGIL_BIN_DIR-/usr/local/bin}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -133,6 +136,17 @@ make_venv() {
             2> >(grep -v 'is ignored: it is neither' >&2)
         echo "$want" > "$stamp"
     fi
+    # The drift client (clients/python, distribution vigil-client), which the agent imports.
+    # A path in this repository, not a download, so the lock's hashes do not cover it; it
+    # has no dependencies (--no-deps) and a standard-library build backend (--no-index).
+    # Editable, so the checkout's source is what runs; checked apart from the lock stamp so
+    # that a venv made before the client had its own package gets it too.
+    if ! "$VENV/bin/python" -c 'import vigil_client' 2>/dev/null; then
+        log "installing the drift client (clients/python) into $VENV"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            --no-deps --no-index -e "$ROOT/clients/python" \
+            2> >(grep -v 'is ignored: it is neither' >&2)
+    fi
 }
 
 # The oldest nvidia-ml-py that pyproject.toml allows, beside the venv (which holds the
@@ -169,6 +183,26 @@ install_test_servers() {
     echo "$want" > "$stamp"
 }
 
+# `vigil` where the user types it: a link on root's PATH to this checkout's venv. A link
+# that points elsewhere (another checkout, a removed one) is replaced: the last `make`
+# wins. A file that is not a link is someone else's `vigil` and is left alone.
+link_cli() {
+    local link="$BIN_DIR/vigil" target="$VENV/bin/vigil"
+    [ -n "$BIN_DIR" ] || return 0
+    if ! is_root; then
+        log "not root: \`vigil\` is $target (put $VENV/bin on PATH, or run \`sudo make setup\` once)"
+        return 0
+    fi
+    [ "$(readlink "$link" 2>/dev/null)" = "$target" ] && return 0
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        log "$link exists and is not a link: leaving it; this checkout's is $target"
+        return 0
+    fi
+    mkdir -p "$BIN_DIR"
+    ln -sfn "$target" "$link"
+    log "linked $link -> $target"
+}
+
 main() {
     if is_root; then
         install_system_packages
@@ -184,6 +218,7 @@ main() {
     make_venv
     [ "$MINIMAL" = 1 ] || install_nvml_floor
     [ "$MINIMAL" = 1 ] || install_test_servers
+    link_cli
     log "ready: $VENV/bin/vigil"
 }
 

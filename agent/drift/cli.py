@@ -9,7 +9,8 @@
 
 References live under --state-dir (env VIGIL_STATE_DIR; default /var/lib/vigil as root,
 ./var otherwise), the directory `vigil run` reads: a running agent picks changes up at its
-next check, without a restart. Exit status: 0 done (check: no drift), 1 failed, 2 usage,
+next check, without a restart, and a new reference or capture request with the very next
+sample for it. Exit status: 0 done (check: no drift), 1 failed, 2 usage,
 3 (check only) drift detected.
 """
 
@@ -275,7 +276,8 @@ def cmd_set(ns: argparse.Namespace) -> int:
     path = store.save(model, version, sample, f"file: {Path(ns.file).resolve()}")
     print(
         f"stored reference {model} {version}: {sample.n} rows x {sample.n_features} "
-        f"features in {path}"
+        f"features in {path}; a running agent with this --state-dir uses it from the next "
+        "sample"
     )
     return EXIT_OK
 

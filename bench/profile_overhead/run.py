@@ -14,6 +14,9 @@ in a rotated order:
   none        nothing profiles it
   vigil@R     `vigil run` with only the profile collector, default options except the rate
               (the first of --rates is the default rate)
+  nonblocking@R  one `py-spy record --nonblocking` at the highest of --rates (the floor for
+              any py-spy-based profiler: Vigil's py-spy CPU per sampled second is compared
+              with this one's CPU per second)
   blocking    `py-spy record` in its default blocking mode at its default 100 Hz (the anchor:
               what people run by hand, pausing the target for every sample)
 
@@ -211,6 +214,29 @@ def run_blocking(w: Workload, period: float) -> tuple[float, float]:
         spy.wait(timeout=10)
 
 
+def run_nonblocking(w: Workload, rate: int, period: float) -> tuple[tuple[float, float], float]:
+    """Throughput under one non-blocking py-spy, and that py-spy's CPU per second."""
+    spy = subprocess.Popen(
+        [
+            *PROF_PIN,
+            *(PYSPY, "record", "--nonblocking", "--format", "raw", "--function"),
+            *("--rate", str(rate), "--pid", str(w.pid), "-o", os.devnull),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+    try:
+        time.sleep(1.0)  # attach
+        w.drain()
+        got = w.rate_over(period)
+    finally:
+        spy.send_signal(signal.SIGINT)
+        _, _, usage = os.wait4(spy.pid, 0)
+        spy.returncode = 0
+    return got, (usage.ru_utime + usage.ru_stime) / (time.monotonic() - started)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -226,7 +252,8 @@ def main() -> None:
     rates = [int(r) for r in args.rates.split(",")]
     # Stopped with SIGTERM, still stop the workload and any agent (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    configs = ["none", *(f"vigil@{r}" for r in rates), "blocking"]
+    floor = max(rates)
+    configs = ["none", *(f"vigil@{r}" for r in rates), f"nonblocking@{floor}", "blocking"]
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     w = Workload(tmp / "vigil_bench_profile_workload.py")
     wall: dict[str, list[float]] = {c: [] for c in configs}
@@ -244,6 +271,9 @@ def main() -> None:
                     got[c] = w.rate_over(args.period)
                 elif c == "blocking":
                     got[c] = run_blocking(w, args.period)
+                elif c.startswith("nonblocking@"):
+                    got[c], spy_cpu = run_nonblocking(w, floor, args.period)
+                    cost[c].append((0.0, spy_cpu))
                 else:
                     got[c], cpu = run_vigil(
                         w, int(c.split("@")[1]), args.period, "vigil_bench_profile_workload"

@@ -119,12 +119,16 @@ def substitute(text: str, values: dict[str, str]) -> str:
     return text
 
 
+ALL = "$__all"  # a preference for a variable's "All", as Grafana stores it
+
+
 def resolve_variables(
     board: dict[str, Any], label_values: Resolver, prefer: dict[str, str]
 ) -> dict[str, str]:
     """Grafana's variable resolution: in order, each query variable's label_values() is run
     with the variables before it substituted; the value is the preferred one when it is
-    among the answers, else the first answer, else "All" (the variable's allValue)."""
+    among the answers (or ``ALL``: the variable's "All"), else the first answer, else "All"
+    (the variable's allValue)."""
     values: dict[str, str] = {}
     for var in board["templating"]["list"]:
         if var["type"] != "query":
@@ -133,7 +137,9 @@ def resolve_variables(
         m = _LABEL_VALUES.match(substitute(q, values))
         assert m, f"variable {var['name']}: not a label_values() query: {q}"
         found = sorted(v for v in label_values(m.group("sel") or "", m.group("label")) if v)
-        if prefer.get(var["name"]) in found:
+        if prefer.get(var["name"]) == ALL:
+            values[var["name"]] = var.get("allValue") or ".*"
+        elif prefer.get(var["name"]) in found:
             values[var["name"]] = regex_escape(prefer[var["name"]])
         elif found:
             values[var["name"]] = regex_escape(found[0])

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from agentproc import VIGIL, AgentProcess, free_port, http_get, stop_process, wait_http_ready
 from catalogue import exposed_families, load_catalogue, undocumented
-from grafana import ROOT, Query, dashboards, queries, resolve_variables, substitute
+from grafana import ALL, ROOT, Query, dashboards, queries, resolve_variables, substitute
 
 from agent.collectors import SPECS
 from agent.options import declared
@@ -479,7 +479,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def preferred(stack: Stack) -> dict[str, str]:
     pod = POD if stack.kube_wired else POD_UID
-    return {"node": NODE, "namespace": NAMESPACE, "pod": pod, "model": MODEL, "gpu": "0"}
+    # The pod's processes, whatever their container, command and pid: the pod is the choice.
+    every = dict.fromkeys(("container", "comm", "pid"), ALL)
+    return {"node": NODE, "namespace": NAMESPACE, "pod": pod, "model": MODEL, "gpu": "0", **every}
 
 
 def run_all(stack: Stack) -> dict[Query, int | str]:

@@ -145,13 +145,16 @@ def variables(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ("name", "wanted"),
     [
         ("vigil-node-overview.json", ["datasource", "cluster", "node", "gpu"]),
-        ("vigil-inference-workload.json", ["datasource", "cluster", "node", "namespace", "pod"]),
-        ("vigil-drift-rollbacks.json", ["datasource", "cluster", "node", "model"]),
+        (
+            "vigil-inference-workload.json",
+            ["datasource", "cluster", "node", "namespace", "pod", "container", "comm", "pid"],
+        ),
+        ("vigil-drift-rollbacks.json", ["datasource", "cluster", "node", "model", "version"]),
         ("vigil-self.json", ["datasource", "cluster", "node"]),
     ],
 )
 def test_variables_cascade_cluster_node_namespace_pod(name: str, wanted: list[str]) -> None:
-    vs = variables(BOARDS[name])
+    vs = {k: v for k, v in variables(BOARDS[name]).items() if v["type"] != "textbox"}
     assert list(vs) == wanted
     ds = vs["datasource"]
     assert (ds["type"], ds["query"]) == ("datasource", "prometheus")
@@ -160,7 +163,7 @@ def test_variables_cascade_cluster_node_namespace_pod(name: str, wanted: list[st
         q = vs[var]["definition"]
         assert q.startswith("label_values("), q
         for earlier in wanted[1 : i + 1]:
-            if earlier in ("cluster", "node", "namespace"):
+            if earlier in ("cluster", "node", "namespace", "pod", "container", "comm", "model"):
                 assert f"${earlier}" in q, f"{var} is not narrowed by {earlier}: {q}"
         assert vs[var]["allValue"] == ".*"
 
@@ -171,10 +174,26 @@ def test_variable_resolution_and_substitution() -> None:
 
     def label_values(selector: str, label: str) -> list[str]:
         asked.append((selector, label))
-        return {"cluster": ["c1"], "node": ["n2", "n1"], "namespace": [], "pod": ["p.1"]}[label]
+        return {
+            "cluster": ["c1"],
+            "node": ["n2", "n1"],
+            "namespace": [],
+            "pod": ["p.1"],
+            "container": ["server"],
+            "comm": ["python3"],
+            "pid": [],
+        }[label]
 
     values = resolve_variables(board, label_values, {"node": "n1"})
-    assert values == {"cluster": "c1", "node": "n1", "namespace": ".*", "pod": r"p\\.1"}
+    assert values == {
+        "cluster": "c1",
+        "node": "n1",
+        "namespace": ".*",
+        "pod": r"p\\.1",
+        "container": "server",
+        "comm": "python3",
+        "pid": ".*",
+    }
     assert 'node=~"n1"' in asked[2][0] and 'namespace=~".*"' in asked[3][0]
     assert (
         substitute(

@@ -141,9 +141,9 @@ def test_image_installs_python_packages_only_from_the_hash_lock(
     dockerfile: list[tuple[str, str]],
 ) -> None:
     """The image copies the runtime lock, and setup.sh's make_venv (VIGIL_SETUP_MINIMAL=1,
-    as the image sets it) installs that file with --require-hashes; its only other pip
-    install is Vigil itself with --no-deps and no build isolation, so nothing is fetched
-    unchecked."""
+    as the image sets it) installs that file with --require-hashes; its other pip
+    installs are Vigil itself with --no-deps and no build isolation, and its drift client
+    from the repository with --no-deps --no-index, so nothing is fetched unchecked."""
     env = " ".join(a for i, a in dockerfile if i == "ENV")
     assert "VIGIL_SETUP_MINIMAL=1" in shlex.split(env)
     copied = {s for i, a in dockerfile if i == "COPY" for s in copy_sources(a)}
@@ -160,4 +160,6 @@ def test_image_installs_python_packages_only_from_the_hash_lock(
     for cmd in installs:
         checked = "--require-hashes" in cmd and '-r "$lock"' in cmd
         own = "--no-deps" in cmd and "--no-build-isolation" in cmd and '-e "$ROOT"' in cmd
-        assert checked or own, f"setup.sh installs without hash checking: {cmd}"
+        # The drift client: a path in this repository, never an index (--no-index).
+        client = "--no-deps" in cmd and "--no-index" in cmd and '"$ROOT/clients/python"' in cmd
+        assert checked or own or client, f"setup.sh installs without hash checking: {cmd}"

@@ -85,6 +85,8 @@ def setup(module_workloads: Workloads) -> Iterator[Setup]:
         "15",
         "--collector.profile.cpu-budget",
         "1",
+        "--collector.profile.cpu-budget-per-process",
+        "1",
         "--collector.profile.pyroscope-url",
         url,
     ]
@@ -154,16 +156,25 @@ def test_function_ratios_match_the_known_profile(setup: Setup) -> None:
         kind="self",
         function="warm (vigil_test_workload.py)",
     )
-    module = one(
+    hot_total = one(
         text,
         "vigil_profile_function_ratio",
         pid,
         kind="total",
-        function="<module> (vigil_test_workload.py)",
+        function="hot (vigil_test_workload.py)",
     )
     assert hot == pytest.approx(0.70, abs=0.10)
     assert warm == pytest.approx(0.30, abs=0.10)
-    assert module >= 0.85  # the rest: the sleeping thread, caught running as it wakes
+    assert hot_total == pytest.approx(0.70, abs=0.10)
+    # <module> is on every stack of the main thread: its ~100 % total says nothing and
+    # would take a top-K slot from the user's functions.
+    assert not samples(
+        text,
+        "vigil_profile_function_ratio",
+        pid,
+        function="<module> (vigil_test_workload.py)",
+        kind="total",
+    )
     # The sleeping thread is idle, so it is not in the CPU shares: top K is bounded.
     assert not samples(text, "vigil_profile_function_ratio", pid, function="sleeper")
     assert len(samples(text, "vigil_profile_function_ratio", pid)) <= 2 * 10
@@ -263,7 +274,7 @@ def test_bad_requests_get_clear_errors(setup: Setup) -> None:
     assert status == 400
     assert json.loads(body)["allowed"] == ["collapsed", "speedscope", "svg"]
     status, body = setup.agent.get(f"/v1/profiles/{pid}?view=gpu", auth=True)
-    assert status == 400 and json.loads(body)["allowed"] == ["cpu", "wall"]
+    assert status == 400 and json.loads(body)["allowed"] == ["cpu", "wall", "wall-merged"]
     status, body = setup.agent.get("/v1/profiles/notapid", auth=True)
     assert status == 400 and "not a process id" in json.loads(body)["error"]
     status, body = setup.agent.get("/v1/profiles/999999999", auth=True)
@@ -320,13 +331,13 @@ def test_sigterm_leaves_no_py_spy_behind(workloads: Workloads) -> None:
         assert agent.proc is not None
         deadline = time.monotonic() + 10
         kids: list[int] = []
-        while time.monotonic() < deadline and len(kids) < 3:  # other tests may add more
+        while time.monotonic() < deadline and not kids:
             out = subprocess.run(
                 ["pgrep", "-P", str(agent.proc.pid), "py-spy"], capture_output=True, text=True
             ).stdout
             kids = [int(x) for x in out.split()]
             time.sleep(0.1)
-        assert len(kids) >= 3, agent.logs()  # a window: cpu, wall and gil recordings
+        assert kids, agent.logs()  # one recording per process and window
         rc = agent.stop()
     assert rc == 0, agent.logs()
     survivors = [pid for pid in kids if Path(f"/proc/{pid}").exists()]

@@ -39,3 +39,17 @@ def test_non_ascii_digit_pids_are_a_400(pid: str) -> None:
 def test_an_unwatched_pid_is_a_404() -> None:
     status, body = asyncio.run(_get("/v1/profiles/123"))
     assert status == 404 and "not a watched process" in body["error"]
+
+
+def test_wall_merged_view_shows_threads_running_the_same_code_as_one_tower() -> None:
+    from agent.collectors.profile.api import render
+
+    wall = {
+        ("thread (0x1): Thread-1", "wait (threading.py:1)"): 9,
+        ("thread (0x2): Thread-2", "wait (threading.py:1)"): 9,
+    }
+    p = Profile(1, "p", "ok", "", cpu={}, wall=wall)
+    split, _ = render(p, "collapsed", "wall")
+    merged, _ = render(p, "collapsed", "wall-merged")
+    assert len(split.decode().splitlines()) == 2
+    assert merged.decode() == "wait (threading.py:1) 18\n"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WATCH, Workloads
+from conftest import Workloads
 
 from agent.collectors.profile.collector import ProfileCollector
 from agent.collectors.profile.pyspy import find_pyspy
@@ -48,7 +49,8 @@ def options(**over: Any) -> ProfileSettings:
 
 def watched(n: int, workloads: Workloads) -> Discovery:
     pids = {workloads.start("sleep").pid for _ in range(n)}
-    d = Discovery(patterns=[WATCH], interval=60)
+    # This test's own script path: workloads of tests running alongside stay out.
+    d = Discovery(patterns=[re.escape(str(workloads.script))], interval=60)
     d.refresh()
     assert pids <= set(d.snapshot())
     return d
@@ -61,7 +63,7 @@ def test_at_most_max_concurrent_children(workloads: Workloads, tmp_path: Path) -
     c = ProfileCollector(
         watched(3, workloads),
         str(hung),
-        options(window=1, max_concurrent=5, cpu_budget=1.0),
+        options(window=1, max_concurrent=2, cpu_budget=1.0, cpu_budget_per_process=1.0),
     )
     c.start()
     try:
@@ -71,7 +73,7 @@ def test_at_most_max_concurrent_children(workloads: Workloads, tmp_path: Path) -
             assert c._runner is not None
             seen = max(seen, len(c._runner.live_pids()))
             time.sleep(0.02)
-        assert seen == 3  # one window (3 recordings) fits in 5; two would need 6
+        assert seen == 2  # one py-spy per process: two of the three processes at once
     finally:
         c.close()
     assert c._runner is not None and c._runner.live_pids() == []
@@ -90,5 +92,66 @@ def test_spent_cpu_budget_holds_back_the_next_window(workloads: Workloads) -> No
         assert c.windows["ok"] == 1
         assert c.cpu_seconds > 0.001
         assert c.budget.wait() > 1.0
+        # The next window is due and held back: counted once, however long it waits.
+        metrics = {f.name: f for f in c.collect()}
+        assert metrics["vigil_profile_budget_skips"].samples[0].value == 1.0
     finally:
         c.close()
+
+
+def test_node_budget_is_per_process_up_to_the_node_cap(workloads: Workloads) -> None:
+    d = watched(3, workloads)
+    c = ProfileCollector(d, "/bin/false", options(cpu_budget=0.05, cpu_budget_per_process=0.01))
+    c._loop.stop(timeout=0.0)  # schedule() syncs targets; no window may start
+    c.schedule()
+    assert c.budget.cores == pytest.approx(0.03)  # three processes x 1 % of a core
+    c.process_budget = 0.02
+    c.schedule()
+    assert c.budget.cores == pytest.approx(0.05)  # 6 % asked, the node's 5 % granted
+    gauge = {f.name: f for f in c.collect()}["vigil_profile_budget_cores"]
+    assert gauge.samples[0].value == pytest.approx(0.05)
+
+
+def mode_of(child: int) -> str | None:
+    """Which recording a live py-spy child makes, from its command line."""
+    try:
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"--gil" in argv:
+        return "gil"
+    return "wall" if b"--threads" in argv else "cpu"
+
+
+@pytest.mark.skipif(find_pyspy() is None, reason="py-spy is not installed")
+def test_one_py_spy_per_process_with_the_modes_taking_turns(workloads: Workloads) -> None:
+    pyspy = find_pyspy()
+    assert pyspy is not None
+    d = watched(1, workloads)
+    c = ProfileCollector(
+        d, pyspy, options(window=1, rate=20, cpu_budget=1.0, cpu_budget_per_process=1.0)
+    )
+    c.start()
+    seen: list[str] = []
+    most = 0
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < 4:
+            assert c._runner is not None
+            live = c._runner.live_pids()
+            most = max(most, len(live))
+            for child in live:
+                mode = mode_of(child)
+                if mode and (not seen or seen[-1] != mode):
+                    seen.append(mode)
+            time.sleep(0.02)
+        listing = c.listing()
+    finally:
+        c.close()
+    assert most == 1  # never the three recordings side by side
+    assert seen[:4] == ["cpu", "wall", "gil", "cpu"]
+    # After one turn of all three, the process has a complete profile: a sleeper is idle.
+    (entry,) = listing
+    assert entry["state"] == "ok", entry
+    samples = entry["last_window"]["samples"]
+    assert samples["idle"] > 0 and samples["active"] <= samples["idle"] * 0.05 + 2

@@ -157,6 +157,8 @@ def agent_args() -> list[str]:
         "60s",
         "--collector.profile.cpu-budget",
         "1",
+        "--collector.profile.cpu-budget-per-process",
+        "1",
     ]
 
 

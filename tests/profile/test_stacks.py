@@ -9,11 +9,13 @@ import pytest
 from agent.collectors.profile.stacks import (
     format_collapsed,
     function_key,
+    merge_threads,
     parse_collapsed,
     per_thread_totals,
     split_frame,
     summarize_window,
     top_functions,
+    trunk,
 )
 
 RAW = """\
@@ -94,10 +96,61 @@ def test_top_functions_self_and_total() -> None:
         ("g", "self"): 0.6,
         ("f", "self"): 0.3,
         ("h", "self"): 0.1,
-        ("main", "total"): 1.0,
         ("f", "total"): 0.9,
         ("g", "total"): 0.6,
         ("h", "total"): 0.1,
+    }
+
+
+# A thread-per-request server: every worker starts in the threading bootstrap and the
+# server's dispatch; the handler is where the time goes.
+BOOT = (
+    "_bootstrap (threading.py)",
+    "_bootstrap_inner (threading.py)",
+    "run (threading.py)",
+    "process_request_thread (socketserver.py)",
+    "finish_request (socketserver.py)",
+    "handle_one_request (http/server.py)",
+)
+
+
+def test_total_leaves_out_frames_on_every_stack() -> None:
+    stacks = {
+        (*BOOT, "do_POST (app.py)", "predict (app.py)", "dot (model.py)"): 7,
+        (*BOOT, "do_GET (app.py)", "parse (app.py)"): 3,
+        ("<module> (serve.py)", "serve_forever (socketserver.py)", "select (selectors.py)"): 5,
+    }
+    total = {s.function: s.ratio for s in top_functions(stacks, 3) if s.kind == "total"}
+    # Without the trunk rule the top 3 would be the bootstrap frames at 10/15 each.
+    assert total == {
+        "do_POST (app.py)": 7 / 15,
+        "dot (model.py)": 7 / 15,
+        "predict (app.py)": 7 / 15,
+    }
+
+
+def test_trunk() -> None:
+    assert trunk({("m", "loop", "a"): 1, ("m", "loop", "b"): 1}) == ("m", "loop")
+    assert trunk({("m", "a"): 1, ("m", "a", "b"): 1}) == ("m",)  # "a" is a leaf half the time
+    assert trunk({("m", "a"): 1}) == ("m",)
+    assert trunk({("x",): 1, ("y",): 1}) == ()
+    assert trunk({}) == ()
+    # Nearly every: one sample in 100 with <module> as its leaf does not end the trunk.
+    assert trunk({("<module>", "loop", "hot"): 99, ("<module>",): 1}) == ("<module>", "loop")
+    assert trunk({("<module>", "loop", "hot"): 90, ("<module>",): 10}) == ()
+
+
+def test_merge_threads_joins_threads_running_the_same_code() -> None:
+    wall = {
+        ("thread (0x1): Thread-1", "wait (threading.py)"): 9,
+        ("thread (0x2): Thread-2", "wait (threading.py)"): 9,
+        ("thread (0x3): MainThread", "<module> (serve.py)"): 9,
+        ("no thread root",): 1,
+    }
+    assert merge_threads(wall) == {
+        ("wait (threading.py)",): 18,
+        ("<module> (serve.py)",): 9,
+        ("no thread root",): 1,
     }
 
 
@@ -134,7 +187,7 @@ def test_summarize_window() -> None:
     assert s.gil_ratio == pytest.approx(90 / 98)
     assert [(f.function, f.kind) for f in s.functions] == [
         ("hot (w.py)", "self"),
-        ("<module> (w.py)", "total"),
+        ("hot (w.py)", "total"),  # <module> is on every stack: left out of total
     ]
     assert isinstance(s.cpu, Counter) and s.cpu[("<module> (w.py:1)", "hot (w.py:2)")] == 70
 

@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.options import option
 from agent.registry import (
+    CollectorNotApplicable,
     CollectorSet,
     CollectorSpec,
     CollectorUnavailable,
@@ -98,7 +99,22 @@ def test_unavailable_collectors_report_zero_and_nothing_else() -> None:
         "vigil_scrape_collector_success",
         "vigil_scrape_collector_duration_seconds",
         "vigil_collector_errors_total",
+        "vigil_collector_state",
     }
+    state = {"collector": "gpu", "state": "unavailable"}
+    assert reg.get_sample_value("vigil_collector_state", state) == 1.0
+
+
+def test_not_applicable_collector_succeeds_with_nothing_and_says_why() -> None:
+    # A CPU-only node: nothing to observe is the right answer, not a failure.
+    reg = scrape([Entry("gpu", None, "not_applicable", "no NVIDIA driver"), Entry("a", None, "x")])
+    assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "gpu"}) == 1.0
+    states = {
+        s: reg.get_sample_value("vigil_collector_state", {"collector": "gpu", "state": s})
+        for s in ("running", "unavailable", "not_applicable")
+    }
+    assert states == {"running": 0.0, "unavailable": 0.0, "not_applicable": 1.0}
+    assert reg.get_sample_value("vigil_scrape_collector_success", {"collector": "a"}) == 0.0
 
 
 class Flaky(SnapshotCollector):
@@ -146,6 +162,9 @@ def test_start_collectors_turns_failures_into_entries() -> None:
     def unavailable(ctx: Context, settings: Value) -> Fixed:
         raise CollectorUnavailable("no GPU driver", "install the driver")
 
+    def absent(ctx: Context, settings: Value) -> Fixed:
+        raise CollectorNotApplicable("no NVIDIA driver", "install the driver")
+
     def crashing(ctx: Context, settings: Value) -> Fixed:
         raise ValueError("bug")
 
@@ -159,6 +178,7 @@ def test_start_collectors_turns_failures_into_entries() -> None:
         spec("ok", fixed),
         spec("gone", unavailable),
         spec("buggy", crashing),
+        spec("cpu_only", absent),
         spec("off", fixed, default_enabled=False),
     )
     cfg = resolve(specs, flag_values={"collector.ok.value": "3"})
@@ -171,6 +191,7 @@ def test_start_collectors_turns_failures_into_entries() -> None:
         "ok": ("running", ""),
         "gone": ("unavailable", "no GPU driver"),
         "buggy": ("unavailable", "ValueError: bug"),
+        "cpu_only": ("not_applicable", "no NVIDIA driver"),
     }
     running = entries[0].collector
     assert isinstance(running, Fixed) and running.value == 3.0

@@ -123,7 +123,13 @@ class DriftApi:
         model = request.match_info["model"]
         loop = asyncio.get_running_loop()
         try:
-            version = self._tracked_version(model, request.query.get("version"))
+            try:
+                version = self._tracked_version(model, request.query.get("version"))
+            except IngestError:
+                # A reference set a moment ago: load it now, as a sample for it would.
+                if not await loop.run_in_executor(None, self.monitor.refresh_for, model):
+                    raise
+                version = self._tracked_version(model, request.query.get("version"))
             outcome = await loop.run_in_executor(None, self.monitor.check, model, version, True)
         except IngestError as exc:
             return _error(exc.status, exc.message)

@@ -50,6 +50,14 @@ MAX_PENDING_BOOTSTRAPS = 16
 # typo, a one-off test call) would otherwise block real captures until a restart.
 # Requested captures (a request file) come back at the next sync.
 CAPTURE_IDLE_S = 3600.0
+# A sample for a model version that is not loaded looks at the model's directories in the
+# store (two stats: references and capture requests) and rescans the store when they
+# changed since the last scan, so a reference set with `vigil drift reference set` (or a
+# capture it requested) serves the very next sample instead of waiting for the periodic
+# check. Unchanged directories are rescanned at most this often (it closes the gap of a
+# change within one mtime tick); names without a directory never rescan, so a stream of
+# made-up model names costs two stats each.
+RESCAN_MIN_S = 1.0
 
 
 class IngestError(Exception):
@@ -170,6 +178,9 @@ class DriftMonitor:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.refused: dict[tuple[str, str], LoadError] = {}  # files not loaded, by key
         self.bounds = Bounds(settings.max_rows, settings.bootstrap_max_features)
+        self._sync_lock = threading.Lock()  # one scan at a time: periodic or on demand
+        self._last_sync = -RESCAN_MIN_S  # monotonic time the last scan started
+        self._dir_stamps: dict[str, tuple[tuple[int, int], ...]] = {}  # model → its dirs' stamps
 
     @property
     def load_errors(self) -> dict[str, str]:
@@ -183,6 +194,25 @@ class DriftMonitor:
         At most ``max_references`` are held: those already loaded keep their place, new
         files take the room left in name order, and the rest are refused like corrupt ones.
         """
+        with self._sync_lock:
+            # Stamps are taken before the files are listed: a change during the scan
+            # leaves a stale stamp, so the next miss scans again rather than never.
+            self._last_sync = self._clock()
+            self._dir_stamps = self.store.model_dir_stamps()
+            self._sync_locked()
+
+    def refresh_for(self, model: str) -> bool:
+        """Rescans the store when ``model``'s directories changed since the last scan (or,
+        unchanged, when the last scan is RESCAN_MIN_S old); True when it rescanned."""
+        stamp = self.store.model_dir_stamp(model)
+        if stamp is None:
+            return False
+        if stamp == self._dir_stamps.get(model) and self._clock() - self._last_sync < RESCAN_MIN_S:
+            return False
+        self.sync()
+        return True
+
+    def _sync_locked(self) -> None:
         seen: set[tuple[str, str]] = set()
         errors: dict[tuple[str, str], LoadError] = {}
         files = list(self.store.files())
@@ -307,6 +337,15 @@ class DriftMonitor:
                 ". _ : + - (starting with a letter or digit, at most 128 characters)",
             )
         with self._lock:
+            # A capture in progress is served too: its samples need no rescan.
+            loaded = (
+                (model, version) in self._tracked or (model, version) in self._captures
+                if version
+                else any(m == model for (m, _) in [*self._tracked, *self._captures])
+            )
+        if not loaded:
+            self.refresh_for(model)  # a reference set a moment ago serves this sample
+        with self._lock:
             versions = sorted(v for (m, v) in self._tracked if m == model)
             capturing = sorted(v for (m, v) in self._captures if m == model)
             if version is None:
@@ -384,6 +423,18 @@ class DriftMonitor:
     def _unknown(
         self, model: str, version: str | None, versions: list[str] | None = None
     ) -> IngestError:
+        refused = [
+            e for e in self.refused.values() if e.model == model and version in (None, e.version)
+        ]
+        if refused:
+            # The file is there but was not loaded: telling the user to set it again would
+            # send them round in circles; the reason says what to fix instead.
+            return IngestError(
+                404,
+                "unknown_version" if versions else "unknown_model",
+                f"the reference for model {model!r} version {refused[0].version!r} is on disk "
+                f"but not loaded: {refused[0].message}",
+            )
         if versions:
             return IngestError(
                 404,

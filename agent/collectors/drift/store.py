@@ -11,7 +11,8 @@ SHA-256 over itself and the values. Files are written to a temporary name, fsync
 renamed, so a reader sees the old file or the new one, never half of one; a file that
 fails any check is refused whole with :class:`CorruptReference`, which names the file and
 the command that repairs it. The running agent notices new, changed and deleted files by
-their (inode, size, mtime) on each check, so no restart is needed.
+their (inode, size, mtime) on each check, so no restart is needed, and at once when a
+sample arrives for a model version it has not loaded (:meth:`ReferenceStore.model_dir_stamp`).
 """
 
 from __future__ import annotations
@@ -206,6 +207,30 @@ class ReferenceStore:
                 if e.name.endswith(SUFFIX) and NAME_RE.match(version) and e.is_file():
                     yield m.name, version, Path(e.path), _stamp(e.stat())
 
+    def model_dir_stamp(self, model: str) -> tuple[tuple[int, int], ...] | None:
+        """(inode, mtime_ns) of ``model``'s reference and capture-request directories, None
+        when it has neither: two stats, and it changes whenever a reference or request of
+        the model is written or deleted."""
+        if not NAME_RE.match(model):
+            return None
+        stamps = tuple(_dir_stamp(top / model) for top in (self.refs, self.boot))
+        return None if stamps == ((0, 0), (0, 0)) else stamps
+
+    def model_dir_stamps(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        """:meth:`model_dir_stamp` of every model with a directory."""
+        names: set[str] = set()
+        for top in (self.refs, self.boot):
+            try:
+                names.update(e.name for e in os.scandir(top) if NAME_RE.match(e.name))
+            except OSError:
+                continue  # no such directory yet: no models there
+        out = {}
+        for name in names:
+            stamp = self.model_dir_stamp(name)
+            if stamp is not None:
+                out[name] = stamp
+        return out
+
     def bootstrap_requests(self) -> list[BootstrapRequest]:
         out: list[BootstrapRequest] = []
         if not self.boot.is_dir():
@@ -239,6 +264,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         _atomic_write(path, data, mode=0o600)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {_why(exc)}") from None
+
+
+def _dir_stamp(path: Path) -> tuple[int, int]:
+    """(inode, mtime_ns) of a directory; (0, 0) when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0, 0
+    return st.st_ino, st.st_mtime_ns
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,4 +1,7 @@
-"""`vigil doctor` checks for the gpu collector: the NVML library, nvmlInit, the GPUs."""
+"""`vigil doctor` checks for the gpu collector: the NVML library, nvmlInit, the GPUs.
+
+No NVIDIA driver (library absent, kernel driver not loaded, no GPU) is "not applicable",
+an ok line: a CPU-only node is not broken. A driver that is there and fails is a FAIL."""
 
 from __future__ import annotations
 
@@ -8,10 +11,13 @@ import ctypes.util
 from typing import Any
 
 from agent.collectors.gpu.collector import load_nvml
-from agent.collectors.gpu.poll import LIBRARY_MISSING, explain_init_error
+from agent.collectors.gpu.poll import LIBRARY_MISSING, NO_GPU, explain_init_error, no_driver
 from agent.collectors.gpu.settings import GpuSettings
 from agent.registry import Check, CollectorUnavailable, Paths
 
+# How a check says "nothing to observe on this host"; the agent's
+# vigil_collector_state{state="not_applicable"} is the same fact on /metrics.
+NOT_APPLICABLE = "not applicable (no NVIDIA GPU on this host)"
 LIBRARY = "libnvidia-ml.so.1"  # the one name pynvml loads, through CDLL's search path
 
 
@@ -25,7 +31,7 @@ def doctor(settings: GpuSettings, paths: Paths) -> list[Check]:
         found = ctypes.util.find_library("nvidia-ml")
         reason, fix = LIBRARY_MISSING
         detail = f"{reason} ({exc})" + (f"; ld.so.cache lists {found}" if found else "")
-        return [Check("NVML library", False, detail, fix)]
+        return [Check("NVML library", True, f"{NOT_APPLICABLE}: {detail}", fix)]
     try:
         n = load_nvml()
     except CollectorUnavailable as exc:
@@ -34,6 +40,8 @@ def doctor(settings: GpuSettings, paths: Paths) -> list[Check]:
         n.nvmlInit()
     except n.NVMLError as exc:
         reason, fix = explain_init_error(n, exc)
+        if no_driver(n, exc):
+            return [*checks, Check("nvmlInit", True, f"{NOT_APPLICABLE}: {reason}", fix)]
         return [*checks, Check("nvmlInit", False, reason, fix)]
     try:
         version = n.nvmlSystemGetDriverVersion()
@@ -42,15 +50,7 @@ def doctor(settings: GpuSettings, paths: Paths) -> list[Check]:
         if count:
             checks.append(Check("GPUs", True, f"{count} visible"))
         else:
-            checks.append(
-                Check(
-                    "GPUs",
-                    False,
-                    "NVML works but sees no GPU",
-                    "in a container, request GPUs (nvidia.com/gpu) or set "
-                    "NVIDIA_VISIBLE_DEVICES=all",
-                )
-            )
+            checks.append(Check("GPUs", True, f"{NOT_APPLICABLE}: {NO_GPU[0]}", NO_GPU[1]))
     except n.NVMLError as exc:
         checks.append(Check("nvmlInit", False, f"NVML answers with an error: {exc}", ""))
     finally:

@@ -17,6 +17,7 @@ Everything here runs in the poller's thread; a scrape only reads the :class:`Sna
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import struct
@@ -27,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from agent.log import log_limited
-from agent.registry import CollectorUnavailable
+from agent.registry import CollectorNotApplicable, CollectorUnavailable
 
 log = logging.getLogger("vigil.gpu")
 
@@ -358,9 +359,17 @@ class Poller:
         try:
             self.nvml.nvmlInit()
             self.driver_version = decode(self.nvml.nvmlSystemGetDriverVersion())
+            count = self.nvml.nvmlDeviceGetCount()
         except self.nvml.NVMLError as exc:
             reason, fix = explain_init_error(self.nvml, exc)
+            if no_driver(self.nvml, exc):
+                raise CollectorNotApplicable(reason, fix) from None
             raise CollectorUnavailable(reason, fix) from None
+        if count == 0:
+            # Checked once, here: a GPU that disappears later is lost, which is a failure.
+            with contextlib.suppress(self.nvml.NVMLError):
+                self.nvml.nvmlShutdown()
+            raise CollectorNotApplicable(*NO_GPU)
 
     def close(self) -> None:
         try:
@@ -708,6 +717,20 @@ LIBRARY_MISSING = (
     "container toolkit does: runtimeClassName: nvidia) or set LD_LIBRARY_PATH to the "
     "directory holding it",
 )
+
+
+NO_GPU = (
+    "NVML works but sees no GPU",
+    "in a container, request GPUs (nvidia.com/gpu) or set NVIDIA_VISIBLE_DEVICES=all",
+)
+
+
+def no_driver(nvml: Any, exc: Exception) -> bool:
+    """Whether a failed ``nvmlInit`` means "no NVIDIA driver on this host" — a CPU-only
+    node, where the gpu collector is not applicable — rather than a driver that is there
+    and broken (permissions, version mismatch), which is a failure to fix."""
+    code = getattr(exc, "value", None)
+    return code in (nvml.NVML_ERROR_LIBRARY_NOT_FOUND, nvml.NVML_ERROR_DRIVER_NOT_LOADED)
 
 
 def explain_init_error(nvml: Any, exc: Exception) -> tuple[str, str]:

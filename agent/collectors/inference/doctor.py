@@ -60,13 +60,19 @@ def doctor(settings: InferenceSettings, paths: Paths) -> list[Check]:
         what = f"{kind} server pid {pid}"
         listeners = reader.listeners(int(pid))
         if not listeners:
+            # A server still loading its model listens a little later: no failure of the
+            # collector. Sockets that cannot be seen at all are one.
+            readable = _can_list(os.path.join(paths.procfs, pid, "fd"))
             checks.append(
                 Check(
                     what,
-                    False,
-                    "no listening TCP socket visible (not listening yet, or its "
-                    "/proc/<pid>/fd is not readable without root)",
-                    "run vigil as root (hostPID in Kubernetes), or name the target in "
+                    readable,
+                    "not listening on TCP yet (still starting?)"
+                    if readable
+                    else f"cannot read {paths.procfs}/{pid}/fd: its sockets are not visible",
+                    ""
+                    if readable
+                    else "run vigil as root (hostPID in Kubernetes), or name the target in "
                     "collectors.inference.targets",
                 )
             )
@@ -128,3 +134,11 @@ def doctor(settings: InferenceSettings, paths: Paths) -> list[Check]:
             )
         )
     return checks
+
+
+def _can_list(directory: str) -> bool:
+    try:
+        os.listdir(directory)
+    except OSError:
+        return False
+    return True

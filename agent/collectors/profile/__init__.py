@@ -3,12 +3,13 @@
 Measures, per watched Python process: samples active / idle, the share of sampling ticks
 in which a thread held the GIL, and the top-K functions by self and total share of the
 active samples. Source: repeating windows of ``py-spy record --nonblocking`` (py-spy
-writes only when it exits), three recordings per window — see
-:func:`agent.collectors.profile.stacks.summarize_window`. The last window's stacks are
-served as collapsed stacks, speedscope JSON and SVG under ``/v1/profiles`` and can be
-pushed to Pyroscope. Cost: py-spy reads the target's memory without pausing it; agent and
-children used 1.7 % of one core per process at the default 9 Hz (2.4-3.5 % at 19 Hz; a
-9-thread workload, bench/profile_overhead), and a CPU budget caps all children together.
+writes only when it exits), one recording per process and window, the three modes a
+profile needs (:func:`agent.collectors.profile.stacks.summarize_window`) taking turns, so
+every output is up to three windows old. The last cpu window's stacks are served as
+collapsed stacks, speedscope JSON and SVG under ``/v1/profiles`` and can be pushed to
+Pyroscope. Cost: py-spy reads the target's memory without pausing it, one py-spy per
+process at a time; a node CPU budget (1 % of a core per watched process, at most 5 % per
+node by default) caps all children together (docs/profile.md, "Cost model").
 Privilege: CAP_SYS_PTRACE (root in practice) to read other processes' memory; Yama
 ptrace_scope 3 forbids it entirely.
 

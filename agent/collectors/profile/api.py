@@ -3,7 +3,9 @@
 ``/v1/profiles/{pid}?format=collapsed`` (default) is what flamegraph.pl and speedscope
 read; ``format=speedscope`` is speedscope's JSON; ``format=svg`` is a flamegraph drawn
 here. ``view=cpu`` (default) shows where the CPU went (active samples only);
-``view=wall`` adds idle threads, one tower per thread: where threads wait.
+``view=wall`` adds idle threads, one tower per thread: where threads wait;
+``view=wall-merged`` drops the thread root, so that threads running the same code (a
+thread-per-request server's idle workers) are one tower.
 
 Stacks name files, lines, pods and models: both routes need the agent's API token, which
 the server's front checks before a handler here runs (agent/server.py, agent/auth.py).
@@ -20,10 +22,10 @@ from aiohttp import web
 
 from agent import __version__
 from agent.collectors.profile.render import to_speedscope, to_svg
-from agent.collectors.profile.stacks import Stack, format_collapsed
+from agent.collectors.profile.stacks import Stack, format_collapsed, merge_threads
 
 FORMATS = ("collapsed", "speedscope", "svg")
-VIEWS = ("cpu", "wall")
+VIEWS = ("cpu", "wall", "wall-merged")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def render(profile: Profile, fmt: str, view: str) -> tuple[bytes, str]:
     """The body and content type of one profile; pure, run off the event loop."""
     stacks = profile.cpu if view == "cpu" else profile.wall
     assert stacks is not None
+    if view == "wall-merged":
+        stacks = merge_threads(stacks)
     name = f"{profile.title} ({view})"
     if fmt == "speedscope":
         doc = to_speedscope(stacks, name, f"vigil@{__version__}")

@@ -20,7 +20,12 @@ from agent.collectors.profile.doctor import PYSPY_FIX
 from agent.collectors.profile.pyspy import MODES, Runner, WindowRun, find_pyspy, make_workdir
 from agent.collectors.profile.schedule import CpuBudget, backoff_delay
 from agent.collectors.profile.settings import ProfileSettings
-from agent.collectors.profile.stacks import WindowSummary, format_collapsed, summarize_window
+from agent.collectors.profile.stacks import (
+    WindowSummary,
+    format_collapsed,
+    parse_collapsed,
+    summarize_window,
+)
 from agent.collectors.profile.targets import Target, listing_entry, process_families, profile_view
 from agent.discovery import LABEL_NAMES, Discovery, series_labels
 from agent.log import log_limited
@@ -30,6 +35,7 @@ from agent.registry import CollectorUnavailable, Context
 log = logging.getLogger("vigil.profile")
 
 POLL_S = 0.5  # how soon a new process or a freed slot starts a window; a dict walk each
+MODES_ORDER = tuple(MODES)
 RESULTS = ("ok", "exited", "unsupported", "denied", "timeout", "failed")
 
 
@@ -56,7 +62,10 @@ class ProfileCollector:
         self._push = push
         # One window's worth of budget may be spent at once; more would let a burst of
         # new processes exceed the average for a whole window.
-        self.budget = CpuBudget(settings.cpu_budget, self.window, clock)
+        self.node_budget = settings.cpu_budget
+        self.process_budget = settings.cpu_budget_per_process
+        self.budget = CpuBudget(self.process_budget, self.window, clock)
+        self.budget_skips = 0
         self.targets: dict[int, Target] = {}
         self.windows = dict.fromkeys(RESULTS, 0)
         self.pushes = {"ok": 0, "failed": 0}
@@ -127,6 +136,8 @@ class ProfileCollector:
             for pid, info in snap.items():
                 if pid not in self.targets:
                     self.targets[pid] = Target(info)
+            watched = sum(not t.gone for t in self.targets.values())
+            self.budget.resize(min(self.node_budget, self.process_budget * max(1, watched)))
             running = sum(t.running for t in self.targets.values())
             due = [
                 t
@@ -134,12 +145,19 @@ class ProfileCollector:
                 if not t.running and not t.gone and t.retry_at <= now
             ]
             # Least recently sampled first: with more processes than slots, windows rotate.
-            for t in sorted(due, key=lambda t: t.last_end):
-                if self._loop.stopping or (running + 1) * len(MODES) > self.max_children:
+            order = sorted(due, key=lambda t: t.last_end)
+            for i, t in enumerate(order):
+                if self._loop.stopping or running + 1 > self.max_children:
                     break
                 if not self.budget.available():
+                    # Each process held back is counted once per window it waits for.
+                    for held in order[i:]:
+                        if not held.held_back:
+                            held.held_back = True
+                            self.budget_skips += 1
                     break
                 t.running = True
+                t.held_back = False
                 if t.state == "pending":
                     t.state = "sampling"
                 running += 1
@@ -153,7 +171,8 @@ class ProfileCollector:
         assert self._runner is not None
         pid = t.info.pid
         try:
-            run = self._runner.record_window(pid, self.rate, self.window)
+            mode = MODES_ORDER[t.next_mode % len(MODES_ORDER)]
+            run = self._runner.record_window(pid, self.rate, self.window, (mode,))
             self._finish(t, run)
         except Exception as exc:
             log.error(
@@ -171,15 +190,23 @@ class ProfileCollector:
 
     def _finish(self, t: Target, run: WindowRun) -> None:
         outcome = run.outcome()
+        mode = run.children[0].mode if run.children else ""
         summary = None
-        if outcome == "ok":
-            summary = summarize_window(
-                run.text("cpu"),
-                run.text("wall"),
-                run.text("gil"),
-                self.rate * self.window,
-                self.top_k,
-            )
+        if outcome == "ok" and mode:
+            # The modes rotate, one per window: the profile combines the latest recording
+            # of each, so every output is at most three windows old.
+            texts = {**t.texts, mode: run.text(mode)}
+            if all(m_ in texts for m_ in MODES_ORDER):
+                summary = summarize_window(
+                    texts["cpu"],
+                    texts["wall"],
+                    texts["gil"],
+                    self.rate * self.window,
+                    self.top_k,
+                )
+        # Samples are counted by the window that measured them: active ones in a cpu
+        # window, idle ones (all threads minus the latest active count) in a wall window.
+        counted = parse_collapsed(run.text(mode)).total if outcome == "ok" and mode else 0
         with self._lock:
             self.budget.charge(run.cpu_seconds)
             self.cpu_seconds += run.cpu_seconds
@@ -191,11 +218,26 @@ class ProfileCollector:
             if t.gone:
                 self.targets.pop(t.info.pid, None)
                 return
+            if outcome == "ok":
+                if mode == "cpu":
+                    t.active_total += counted
+                    t.last_active = counted
+                elif mode == "wall" and "cpu" in t.texts:
+                    t.idle_total += max(0, counted - t.last_active)
+                t.texts[mode] = run.text(mode)
+                t.runs[mode] = run
+                t.next_mode += 1
+                t.reason, t.failures = "", 0
+            else:
+                # A process that failed starts over: its next profile is recorded afresh.
+                t.texts.clear()
+                t.runs.clear()
+                t.next_mode = 0
             if summary is not None:
-                t.state, t.reason, t.failures = "ok", "", 0
-                t.last, t.last_run = summary, run
-                t.active_total += summary.active
-                t.idle_total += summary.idle
+                t.state = "ok"
+                t.last, t.last_run = summary, t.runs["cpu"]
+            elif outcome == "ok":
+                t.state = "sampling"  # the first windows: not every mode recorded yet
             elif outcome == "exited":
                 # Dropped; discovery forgets the pid within its interval. Until then, try
                 # again after a window in case py-spy only lost a race at start-up.
@@ -206,7 +248,7 @@ class ProfileCollector:
                 t.state, t.reason, t.last = outcome, run.reason(), None
                 t.retry_at = self._clock() + backoff_delay(self.backoff, t.failures)
         self._log_outcome(t, outcome)
-        if summary is not None and self.pyroscope_url:
+        if summary is not None and mode == "cpu" and self.pyroscope_url:
             self._push_window(t, run, summary)
 
     def _log_outcome(self, t: Target, outcome: str) -> None:
@@ -286,9 +328,15 @@ class ProfileCollector:
             for r, n in self.pushes.items():
                 pushes.add_metric([r], float(n))
             cpu_s = self.cpu_seconds
+            skips = self.budget_skips
+            cores = self.budget.cores
         cpu = m.PYSPY_CPU.counter()
         cpu.add_metric([], cpu_s)
-        return [*families, windows, pushes, cpu]
+        skipped = m.BUDGET_SKIPS.counter()
+        skipped.add_metric([], float(skips))
+        budget = m.BUDGET_CORES.gauge()
+        budget.add_metric([], cores)
+        return [*families, windows, pushes, cpu, skipped, budget]
 
     # -- /v1/profiles ----------------------------------------------------------------
     def listing(self) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ SAMPLES = MetricSpec(
 GIL_RATIO = MetricSpec(
     "vigil_profile_gil_ratio",
     "gauge",
-    "Share of the last window's sampling ticks in which a thread held the GIL.",
+    "Share of the sampling ticks in which a thread held the GIL, from the last GIL "
+    "recording (modes rotate per window: up to three windows old).",
     OWNER,
     LABEL_NAMES,
     unit="ratio",
@@ -27,8 +28,9 @@ GIL_RATIO = MetricSpec(
 FUNCTION_RATIO = MetricSpec(
     "vigil_profile_function_ratio",
     "gauge",
-    "Share of the last window's active samples in a function: as the leaf (self) or "
-    "anywhere on the stack (total); top K per kind.",
+    "Share of the last cpu recording's active samples in a function (modes rotate per "
+    "window: up to three windows old): as the leaf (self) or anywhere on the stack (total; "
+    "the frames every stack of a thread starts with are left out); top K per kind.",
     OWNER,
     (*LABEL_NAMES, "function", "kind"),
     unit="ratio",
@@ -58,4 +60,29 @@ PYSPY_CPU = MetricSpec(
     unit="seconds",
 )
 
-METRICS = (SAMPLES, GIL_RATIO, FUNCTION_RATIO, UP, WINDOWS, PYROSCOPE_PUSHES, PYSPY_CPU)
+BUDGET_SKIPS = MetricSpec(
+    "vigil_profile_budget_skips_total",
+    "counter",
+    "Windows that were due but held back because the node's py-spy CPU budget was spent "
+    "(counted once per held-back window); the process's profile ages meanwhile.",
+    OWNER,
+)
+BUDGET_CORES = MetricSpec(
+    "vigil_profile_budget_cores",
+    "gauge",
+    "CPU the py-spy children may use on average, in cores: the per-process budget times "
+    "the watched processes, capped at the node's budget.",
+    OWNER,
+)
+
+METRICS = (
+    SAMPLES,
+    GIL_RATIO,
+    FUNCTION_RATIO,
+    UP,
+    WINDOWS,
+    PYROSCOPE_PUSHES,
+    PYSPY_CPU,
+    BUDGET_SKIPS,
+    BUDGET_CORES,
+)

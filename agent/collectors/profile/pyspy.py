@@ -1,10 +1,12 @@
 """Finding, running and reaping py-spy.
 
-One window of one process is three ``py-spy record --nonblocking`` children started
-together (see :func:`agent.collectors.profile.stacks.summarize_window` for why three). Children
-write raw collapsed stacks to files in a private directory; their CPU time comes from
-``wait4`` rusage; a child still running at window end + grace is killed. Never blocking
-mode: pausing the target for every sample has stalled multi-threaded PyTorch by 5-15x.
+A profile needs three recordings (see :func:`agent.collectors.profile.stacks.summarize_window`
+for why three); the collector runs one per window, rotating the modes, so that a process
+never has more than one ``py-spy record --nonblocking`` child at a time (docs/profile.md,
+"Sampling scheme"). Children write raw collapsed stacks to files in a private directory;
+their CPU time comes from ``wait4`` rusage; a child still running at window end + grace
+is killed. Never blocking mode: pausing the target for every sample has stalled
+multi-threaded PyTorch by 5-15x.
 
 Nothing outlives the agent: children start under ``setpriv --pdeathsig KILL``
 (:func:`die_with_parent`), and the private directory is named after its owner (pid and
@@ -32,8 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The three recordings of a window: active stacks; every thread (with thread roots, so
-# ticks can be counted); the GIL holder, idle or not.
+# The three recordings of a profile, in the order the collector rotates them: active
+# stacks; every thread (with thread roots, so ticks can be counted); the GIL holder, idle
+# or not. cpu first: the function shares are what most users look at.
 MODES: dict[str, tuple[str, ...]] = {
     "cpu": (),
     "wall": ("--idle", "--threads"),
@@ -216,13 +219,16 @@ class Runner:
         with self._lock:
             return list(self._live)
 
-    def record_window(self, pid: int, rate: int, duration: int) -> WindowRun:
-        """Runs the three recordings of one window; blocks for about ``duration`` s."""
+    def record_window(
+        self, pid: int, rate: int, duration: int, modes: Sequence[str] = tuple(MODES)
+    ) -> WindowRun:
+        """Runs the recordings ``modes`` of one window side by side; blocks for about
+        ``duration`` s."""
         run = WindowRun(pid=pid, started=time.time(), ended=0.0)
         started: list[tuple[str, subprocess.Popen[bytes], int, Path, Path]] = []
         env = {**os.environ, **CHILD_ENV}
         try:
-            for mode in MODES:
+            for mode in modes:
                 out = self.workdir / f"{pid}-{mode}.txt"
                 log = self.workdir / f"{pid}-{mode}.log"
                 out.unlink(missing_ok=True)

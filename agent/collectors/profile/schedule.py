@@ -41,6 +41,16 @@ class CpuBudget:
         self._last = clock()
         self.spent = 0.0
 
+    def resize(self, cores: float) -> None:
+        """Sets a new rate (the watched processes changed); the burst scales with it."""
+        if cores == self.cores:
+            return
+        self._refill()
+        burst = self.capacity / self.cores
+        self.cores = cores
+        self.capacity = cores * burst
+        self.tokens = min(self.tokens, self.capacity)
+
     def _refill(self) -> None:
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.cores)

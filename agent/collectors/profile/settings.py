@@ -22,14 +22,20 @@ class ProfileSettings:
         minimum=1,
     )
     max_concurrent: int = option(
-        24,
-        "most py-spy children at once; each window runs 3, so 24 samples 8 processes at once.",
-        minimum=3,
+        8,
+        "most processes sampled at once (one py-spy child each).",
+        minimum=1,
     )
     cpu_budget: float = option(
-        0.25,
-        "CPU all py-spy children may use, as a fraction of "
-        "one core; windows wait while it is spent.",
+        0.05,
+        "CPU all py-spy children of the node may use, as a fraction of one core; windows "
+        "wait while it is spent and the processes take turns.",
+        minimum=0.001,
+    )
+    cpu_budget_per_process: float = option(
+        0.01,
+        "CPU per watched process, as a fraction of one core; the node's budget is this "
+        "times the watched processes, capped at cpu-budget.",
         minimum=0.001,
     )
     top_k: int = option(10, "functions exported per process and kind (self, total).", minimum=0)

@@ -80,6 +80,45 @@ def per_thread_totals(stacks: Mapping[Stack, int]) -> dict[str, int]:
     return out
 
 
+def merge_threads(stacks: Mapping[Stack, int]) -> Counter[Stack]:
+    """Stacks recorded with ``--threads`` without their thread root frame: threads that run
+    the same code (a thread-per-request server's 32 idle workers) become one tower."""
+    out: Counter[Stack] = Counter()
+    for stack, n in stacks.items():
+        rest = stack[1:] if _THREAD.match(stack[0]) else stack
+        out[rest or stack] += n
+    return out
+
+
+# A frame on this share of a thread root's samples, below the trunk found so far and not
+# as their leaf, is trunk too: "nearly every" so that the odd sample taken between two
+# calls (``<module>`` as the leaf) does not end the trunk.
+TRUNK_SHARE = 0.95
+
+
+def trunk(stacks: Mapping[Stack, int], share: float = TRUNK_SHARE) -> Stack:
+    """The root frames (nearly) every stack starts with, as callers, not as leaves.
+
+    ``{("main", "loop", "a"): 5, ("main", "loop", "b"): 5}`` → ``("main", "loop")``: both
+    are on every stack, so their total share (100 %) says nothing about where time goes.
+    """
+    total = sum(stacks.values())
+    prefix: Stack = ()
+    while total > 0:
+        d = len(prefix)
+        below: Counter[str] = Counter()
+        for s, n in stacks.items():
+            if len(s) > d + 1 and s[:d] == prefix:
+                below[s[d]] += n
+        if not below:
+            break
+        frame, n = below.most_common(1)[0]
+        if n < share * total:
+            break
+        prefix = (*prefix, frame)
+    return prefix
+
+
 @dataclass(frozen=True)
 class FunctionShare:
     function: str
@@ -91,17 +130,27 @@ def top_functions(stacks: Mapping[Stack, int], k: int) -> list[FunctionShare]:
     """The ``k`` functions with the largest self share and the ``k`` with the largest total.
 
     Self: samples whose leaf is the function. Total: samples with the function anywhere
-    on the stack, counted once per sample (recursion does not inflate it).
+    on the stack, counted once per sample (recursion does not inflate it), leaving out the
+    trunk: the frames that every stack with the same root frame starts with (the threading
+    bootstrap, ``<module>`` and ``main``, an event loop's ``run_forever`` and
+    ``_run_once``, a server's ``serve_forever``), which would take the top of the ranking
+    at ~100 % and push the user's functions out of the top K.
     """
     total = sum(stacks.values())
     if total <= 0 or k <= 0:
         return []
+    by_root: dict[str, dict[Stack, int]] = {}
+    for stack, n in stacks.items():
+        by_root.setdefault(stack[0], {})[stack] = n
+    trunks = {root: trunk(group) for root, group in by_root.items()}
     self_n: Counter[str] = Counter()
     total_n: Counter[str] = Counter()
     for stack, n in stacks.items():
         keys = [function_key(f) for f in stack]
         self_n[keys[-1]] += n
-        for key in set(keys):
+        t = trunks[stack[0]]
+        skip = len(t) if stack[: len(t)] == t else 0
+        for key in set(keys[skip:]):
             total_n[key] += n
     out: list[FunctionShare] = []
     for kind, counts in (("self", self_n), ("total", total_n)):
@@ -113,7 +162,7 @@ def top_functions(stacks: Mapping[Stack, int], k: int) -> list[FunctionShare]:
 
 @dataclass(frozen=True)
 class WindowSummary:
-    """One sampling window of one process, from the three py-spy recordings."""
+    """One profile of one process, from the latest recording of each of the three modes."""
 
     cpu: Counter[Stack]  # active samples (default py-spy mode)
     wall: Counter[Stack]  # every thread, active or idle (--idle --threads)
@@ -132,15 +181,17 @@ class WindowSummary:
 def summarize_window(
     cpu_text: str, wall_text: str, gil_text: str, nominal_ticks: int, top_k: int
 ) -> WindowSummary:
-    """Three raw recordings of the same window → counts, GIL share and top functions.
+    """Three raw recordings of equal length → counts, GIL share and top functions.
 
-    py-spy marks neither idleness nor the GIL in its output, so the window is recorded
-    three ways at once: active stacks only (the default), every thread (``--idle``) and
-    the GIL holder only (``--idle --gil``). Idle = all - active; the two recordings sample
-    the same threads at the same rate, so the difference is exact up to sampling noise and
-    is clamped at zero. Ticks are counted from the busiest thread of the ``--threads``
-    recording (it is sampled every tick), which also covers ticks lost to read errors;
-    ``nominal_ticks`` (rate x duration) is the fallback when no thread was seen.
+    py-spy marks neither idleness nor the GIL in its output, so the process is recorded
+    three ways (the collector rotates them, one per window): active stacks only (the
+    default), every thread (``--idle``) and the GIL holder only (``--idle --gil``).
+    Idle = all - active; the two recordings sample the same threads at the same rate for
+    the same time (consecutive windows, not the same one), so the difference is right up
+    to sampling noise and the change in load between windows, and is clamped at zero.
+    Ticks are counted from the busiest thread of the ``--threads`` recording (it is
+    sampled every tick), which also covers ticks lost to read errors; ``nominal_ticks``
+    (rate x duration) is the fallback when no thread was seen.
     """
     cpu = parse_collapsed(cpu_text)
     wall = parse_collapsed(wall_text)

@@ -6,7 +6,7 @@ Pure: a list of :class:`Target` snapshots in, metric families or JSON-ready dict
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -38,6 +38,13 @@ class Target:
     last: WindowSummary | None = None
     last_run: WindowRun | None = None
     last_end: float = 0.0
+    # The latest recording of each mode (the modes rotate, one per window) and the run
+    # that made it; a profile is summarized once all three are in.
+    texts: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, WindowRun] = field(default_factory=dict)
+    next_mode: int = 0
+    last_active: int = 0  # active samples of the latest cpu window
+    held_back: bool = False  # due, but the CPU budget was spent (counted once)
 
 
 def unique_labels(targets: list[Target]) -> list[list[str]]:
