@@ -9,9 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,30 @@ def wait_for(what: str, cond: Any, timeout: float, logs: Any = lambda: "") -> fl
             raise TimeoutError(f"{what} not within {timeout}s\n{logs()}")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+class MetricsPage:
+    """Serves a settable metrics page (``body``) on loopback for Prometheus to scrape."""
+
+    def __init__(self, body: str = "") -> None:
+        self.body = body
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = page.body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
 
 # --- the controller as a child process ------------------------------------------------------

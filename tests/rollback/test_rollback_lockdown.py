@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 from agentproc import http_get
 from fake_kube import FakeKube, llm_fixture
-from rbproc import DRIFT, ControllerProcess, alert, live, payload, release_dir, run_controller
+from rbproc import (
+    DRIFT,
+    ControllerProcess,
+    alert,
+    live,
+    payload,
+    release_dir,
+    run_controller,
+    wait_for,
+)
 
 from agent.collectors import SPECS
 from agent.config import ConfigError, load_yaml
@@ -375,6 +384,18 @@ def assert_not_ready_with_the_fix(c: ControllerProcess, journal: Path) -> None:
     assert "unexpected error" not in c.logs() and "Traceback" not in c.logs()
 
 
+def wait_alive(c: ControllerProcess) -> None:
+    """Until the controller answers /healthz: alive, though (here) not ready."""
+
+    def alive() -> bool:
+        try:
+            return http_get(c.url + "/healthz", timeout=1.0)[0] == 200
+        except OSError:
+            return False
+
+    wait_for("controller /healthz", alive, 20, c.logs)
+
+
 def test_a_corrupt_rollbacks_page_fails_readyz_with_the_path_and_the_fix(tmp_path: Path) -> None:
     root = release_dir(tmp_path / "demo", ["v1", "v2", "v3"])
     state = tmp_path / "s"
@@ -386,15 +407,7 @@ def test_a_corrupt_rollbacks_page_fails_readyz_with_the_path_and_the_fix(tmp_pat
     corrupt_table_page(journal, "rollbacks")
     c.start(wait=False)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if http_get(c.url + "/healthz", timeout=1.0)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, c.logs()
-            time.sleep(0.05)
+        wait_alive(c)
         assert_not_ready_with_the_fix(c, journal)
         assert "cannot resume unfinished rollbacks" in c.logs()
     finally:
@@ -410,15 +423,7 @@ def test_a_file_that_is_not_a_database_is_reported_the_same_way(tmp_path: Path) 
     c = ControllerProcess(["--release-dir", str(root)], state)
     c.start(wait=False)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if http_get(c.url + "/healthz", timeout=1.0)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, c.logs()
-            time.sleep(0.05)
+        wait_alive(c)
         assert_not_ready_with_the_fix(c, journal)
     finally:
         c.stop()

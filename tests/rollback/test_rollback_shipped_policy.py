@@ -6,11 +6,8 @@ Deployment the alert names in the Kubernetes API, and only where it was allowed 
 
 from __future__ import annotations
 
-import threading
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -18,6 +15,7 @@ from fake_kube import FakeKube, llm_fixture
 from rbproc import (
     TOKEN,
     ControllerProcess,
+    MetricsPage,
     alertmanager,
     alertmanager_config,
     generate_rules,
@@ -90,26 +88,6 @@ METRICS = "".join(
 )
 
 
-class Exporter:
-    def __init__(self, body: str) -> None:
-        data = body.encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.target = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-
 def shipped_config(tmp_path: Path, kube: FakeKube, token_file: Path) -> Path:
     """deploy/rollback-controller.yaml's configuration, with only what the pod mounts
     (the token) and the API server's address (a kubeconfig) pointed at this test."""
@@ -131,7 +109,7 @@ def test_the_shipped_rules_and_policy_roll_back_only_an_allowed_opted_in_deploym
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)  # a token others can read is refused
-    exporter = Exporter(METRICS)
+    exporter = MetricsPage(METRICS)
     with FakeKube() as kube, ExitStack() as es:
         llm_fixture(kube)  # inference/llm, opted in
         llm_fixture(kube, namespace="kube-system")  # opted in, but not an allowed namespace

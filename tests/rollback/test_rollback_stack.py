@@ -10,13 +10,10 @@ agent.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from otlp_receiver import OtlpReceiver
@@ -24,6 +21,7 @@ from rbproc import (
     TOKEN,
     Binary,
     ControllerProcess,
+    MetricsPage,
     alertmanager,
     alertmanager_config,
     generate_rules,
@@ -36,28 +34,8 @@ from rbproc import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-class Exporter:
-    """Serves a settable metrics page for Prometheus to scrape."""
-
-    def __init__(self) -> None:
-        self.body = ""
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = exporter.body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.target = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+class Exporter(MetricsPage):
+    """The drift gauge of one model version, settable."""
 
     def drift(self, value: int) -> None:
         self.body = (
