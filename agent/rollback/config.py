@@ -14,6 +14,11 @@ acting on the alerts of the model named like the directory, or ``--model NAME``)
       models:   {action: release_dir, path: "/srv/models/{model}"}
       llm:      {action: kubernetes, namespace: "{namespace}", deployment: "{workload}",
                  allowed_namespaces: [inference]}
+      served:   {action: kubernetes_workload, namespace: "{namespace}",
+                 workload_kind: "{workload_kind}", workload: "{workload}",   # or pod: "{pod}"
+                 allowed_namespaces: [inference],
+                 kinds: [Deployment, Rollout, StatefulSet, InferenceService],
+                 allow_partitioned: false, history_interval: 30s}
       notify:   {action: command, argv: [/usr/local/bin/page-team], timeout: 30s}
     policy:                                   # first match wins; action="rollback" only
       - {match: {workload_kind: Deployment}, target: llm}
@@ -37,6 +42,7 @@ import yaml
 from agent import auth
 from agent.config import ConfigError, default_state_dir, parse_duration
 from agent.rollback.actions.command import env_name_problem
+from agent.rollback.actions.owners import KINDS as WORKLOAD_KINDS
 from agent.rollback.policy import SAFE_VALUE, Rule, TargetSpec, placeholders
 
 DEFAULT_LISTEN = ":9476"
@@ -58,6 +64,11 @@ TOP_KEYS = {
 TARGET_KEYS = {
     "release_dir": ({"path"}, {"version_label"}),
     "kubernetes": ({"namespace", "deployment", "allowed_namespaces"}, {"kubeconfig", "context"}),
+    "kubernetes_workload": (
+        {"namespace", "allowed_namespaces"},
+        {"pod", "workload_kind", "workload"}
+        | {"kinds", "allow_partitioned", "history_interval", "kubeconfig", "context"},
+    ),
     "command": ({"argv"}, {"timeout", "env"}),
 }
 RELEASE_DIR_TARGET = "release-dir"
@@ -115,6 +126,38 @@ def _namespaces(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+WORKLOAD_OPTIONS = {"kinds", "allow_partitioned", "history_interval"}
+# How often the InferenceServices' specs are read for their history, by default: a change
+# that lasts less than this may go unrecorded (docs/rollback.md says so); the list is one
+# request per namespace.
+DEFAULT_HISTORY_INTERVAL = 30.0
+# Below a second the polling would be load on the API server for no gain.
+MIN_HISTORY_INTERVAL = 1.0
+
+
+def _workload_options(params: dict[str, Any], where: str) -> None:
+    kinds = params.get("kinds", list(WORKLOAD_KINDS))
+    if not (isinstance(kinds, list) and kinds and all(isinstance(k, str) for k in kinds)):
+        raise _fail(f"{where}.kinds", f"expected a non-empty list of {', '.join(WORKLOAD_KINDS)}")
+    unknown = [k for k in kinds if k not in WORKLOAD_KINDS]
+    if unknown:
+        raise _fail(
+            f"{where}.kinds",
+            f"{', '.join(map(repr, unknown))} not one of {', '.join(WORKLOAD_KINDS)}",
+        )
+    params["kinds"] = list(dict.fromkeys(kinds))
+    params["allow_partitioned"] = _bool(
+        params.get("allow_partitioned", False), f"{where}.allow_partitioned"
+    )
+    interval = _duration(
+        params.get("history_interval", f"{DEFAULT_HISTORY_INTERVAL:g}s"),
+        f"{where}.history_interval",
+    )
+    if interval < MIN_HISTORY_INTERVAL:
+        raise _fail(f"{where}.history_interval", f"at least {MIN_HISTORY_INTERVAL:g}s")
+    params["history_interval"] = interval
+
+
 def parse_target(name: str, raw: Any, where: str) -> TargetSpec:
     if not isinstance(raw, dict):
         raise _fail(where, "expected a mapping with an `action`")
@@ -145,11 +188,21 @@ def parse_target(name: str, raw: Any, where: str) -> TargetSpec:
             if problem or "\0" in str(value):
                 raise _fail(f"{where}.env.{key}", problem or "a value cannot hold a NUL byte")
     else:
-        if action == "kubernetes":
+        if action in ("kubernetes", "kubernetes_workload"):
             params["allowed_namespaces"] = _namespaces(
                 params.pop("allowed_namespaces"), f"{where}.allowed_namespaces"
             )
             required = required - {"allowed_namespaces"}
+        if action == "kubernetes_workload":
+            _workload_options(params, where)
+            optional = optional - WORKLOAD_OPTIONS
+            named = {k for k in ("pod", "workload_kind", "workload") if k in params}
+            if named not in ({"pod"}, {"workload_kind", "workload"}):
+                raise _fail(
+                    where,
+                    "action kubernetes_workload needs pod, or workload_kind and workload "
+                    "(the alert labels its owner is found from)",
+                )
         for key in required | (optional & set(params)):
             if not isinstance(params[key], str) or not params[key]:
                 raise _fail(f"{where}.{key}", "expected a non-empty string")

@@ -35,6 +35,7 @@ from agent.rollback import actions, metrics
 from agent.rollback.actions.base import FAILED, REFUSED, ActionError, Outcome, Refused
 from agent.rollback.actions.command import label_env_problem
 from agent.rollback.config import ControllerConfig
+from agent.rollback.history import SpecHistory, history_targets
 from agent.rollback.journal import DONE, Decision, Journal, JournalError, Proposal, Rollback
 from agent.rollback.payload import Alert, Notification
 from agent.rollback.policy import REFUSED as POLICY_REFUSED
@@ -93,6 +94,7 @@ class Controller:
         self.journal = journal
         self.tracer = tracer
         self.tools = tools or actions.Tools(journal)
+        self.tools.cooldown = cfg.cooldown
         self.registry = registry or CollectorRegistry(auto_describe=True)
         # No `_created` series: Prometheus' text format would show each as a separate,
         # uncatalogued gauge family, and nothing here reads them.
@@ -109,6 +111,8 @@ class Controller:
         for result in ALERT_RESULTS:
             self.alerts_total.labels(result)
         self.unrecorded = Gauge(un.name, un.help, un.labels, registry=self.registry)
+        hr = metrics.HISTORY_REFUSED
+        self.history_refused = Counter(hr.name, hr.help, hr.labels, registry=self.registry)
         # rollback id -> (outcome, the journal's last error), while the journal refuses it.
         self._pending: dict[int, tuple[Outcome, str]] = {}
         self._stopping = threading.Event()
@@ -189,6 +193,14 @@ class Controller:
             log.info("resuming rollback", extra={"rollback_id": rb.id, "state": rb.state})
             self.enqueue(rb.id)
         self._worker = asyncio.create_task(self._work(), name="vigil-rollback-worker")
+        targets = history_targets(self.cfg.targets)
+        if targets:
+            history = SpecHistory(
+                targets, self.journal, self.tools.kube_client, self.history_refused.inc
+            )
+            threading.Thread(
+                target=history.run, args=(self._stopping,), name="vigil-spec-history", daemon=True
+            ).start()
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -11,7 +11,11 @@ Three tables:
   controller resumes every row that is not ``done``, so a crash neither loses a rollback
   nor, since each action checks its recorded plan, performs it twice.
 
-``release_versions`` keeps the release directories' version history and health marks.
+``release_versions`` keeps the release directories' version history and health marks;
+``object_specs`` the specs of the Kubernetes objects whose history the API server does not
+keep (KServe InferenceServices), bounded per object and in number of objects;
+``object_rollbacks`` which object each rollback resolved to and changed, for the cooldown
+per object (several pods' alerts resolve to one owner).
 All access goes through one connection behind a lock; writes are short transactions.
 
 Every failure is a :class:`JournalError` that names the file. A corrupt file (SQLite's
@@ -23,6 +27,7 @@ remembered in :attr:`Journal.problem` with the fix, which ``/readyz`` reports.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -89,12 +94,34 @@ CREATE TABLE IF NOT EXISTS release_versions (
     note TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (dir, version)
 );
+CREATE TABLE IF NOT EXISTS object_specs (
+    object TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    spec TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    rolled_back INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (object, seq)
+);
+CREATE TABLE IF NOT EXISTS object_rollbacks (
+    object TEXT NOT NULL,
+    rollback_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (object, rollback_id)
+);
 """
 
 DECIDED, STARTED, DONE = "decided", "started", "done"
 # /readyz re-reads every page at most this often: quick_check reads the whole file (a few
 # ms for a journal of thousands of alerts), and corruption is found sooner by the queries.
 CHECK_EVERY_S = 30.0
+# Specs kept per object: a rollback goes back one good version; ten cover a day of
+# deploys and rollbacks in the worst case, at a few KiB each.
+SPECS_PER_OBJECT = 10
+# Objects whose specs are kept at all: far above one namespace's models; what is refused
+# past it is counted (vigil_rollback_history_refused_total).
+MAX_SPEC_OBJECTS = 1000
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
 
@@ -429,3 +456,80 @@ class Journal:
                 "UPDATE release_versions SET healthy=0, note=? WHERE dir=? AND version=?",
                 (note, directory, version),
             )
+
+    # --- Kubernetes object history ---------------------------------------------------------
+
+    def record_spec(self, obj: str, spec: dict[str, Any], generation: int) -> str:
+        """Keeps ``spec`` as the newest of ``obj`` unless it is the newest already.
+        Returns "recorded", "unchanged" or "refused" (:data:`MAX_SPEC_OBJECTS` objects
+        are known and this is not one of them)."""
+        text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        digest = spec_digest(spec)
+        with self._tx() as db:
+            last = db.execute(
+                "SELECT seq, digest FROM object_specs WHERE object=? ORDER BY seq DESC LIMIT 1",
+                (obj,),
+            ).fetchone()
+            if last and last["digest"] == digest:
+                return "unchanged"
+            if last is None:
+                (known,) = db.execute("SELECT COUNT(DISTINCT object) FROM object_specs").fetchone()
+                if known >= MAX_SPEC_OBJECTS:
+                    return "refused"
+            seq = (last["seq"] if last else 0) + 1
+            db.execute(
+                "INSERT INTO object_specs (object, seq, digest, generation, spec, seen_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (obj, seq, digest, int(generation), text, self.clock()),
+            )
+            # A digest rolled back from stays marked when it comes back, so that the
+            # next rollback does not return to it.
+            db.execute(
+                "UPDATE object_specs SET rolled_back=1 WHERE object=? AND seq=? AND EXISTS "
+                "(SELECT 1 FROM object_specs WHERE object=? AND digest=? AND rolled_back=1)",
+                (obj, seq, obj, digest),
+            )
+            db.execute(
+                "DELETE FROM object_specs WHERE object=? AND seq<=?",
+                (obj, seq - SPECS_PER_OBJECT),
+            )
+        return "recorded"
+
+    def specs(self, obj: str) -> list[dict[str, Any]]:
+        """The recorded specs of ``obj``, oldest first."""
+        rows = self._query(
+            "SELECT seq, digest, generation, spec, seen_at, rolled_back FROM object_specs "
+            "WHERE object=? ORDER BY seq",
+            (obj,),
+        )
+        return [{**dict(r), "spec": json.loads(r["spec"])} for r in rows]
+
+    def mark_rolled_back(self, obj: str, digest: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE object_specs SET rolled_back=1 WHERE object=? AND digest=?", (obj, digest)
+            )
+
+    def note_object_rollback(self, obj: str, rollback_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO object_rollbacks VALUES (?,?,?)",
+                (obj, rollback_id, self.clock()),
+            )
+
+    def last_object_rollback(
+        self, obj: str, since: float, other_than: int
+    ) -> tuple[int, float] | None:
+        """(rollback id, when) of the latest change of ``obj`` after ``since`` by another
+        rollback than ``other_than``."""
+        rows = self._query(
+            "SELECT rollback_id, at FROM object_rollbacks WHERE object=? AND at>? "
+            "AND rollback_id!=? ORDER BY at DESC LIMIT 1",
+            (obj, since, other_than),
+        )
+        return (int(rows[0]["rollback_id"]), float(rows[0]["at"])) if rows else None
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

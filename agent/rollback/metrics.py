@@ -30,4 +30,13 @@ OUTCOMES_UNRECORDED = MetricSpec(
     OWNER,
 )
 
-METRICS = (ROLLBACKS, ALERTS, OUTCOMES_UNRECORDED)
+HISTORY_REFUSED = MetricSpec(
+    "vigil_rollback_history_refused_total",
+    "counter",
+    "InferenceService specs not recorded in the rollback history because the journal "
+    "already holds the most objects it keeps (a rollback of such an object cannot restore "
+    "an earlier spec).",
+    OWNER,
+)
+
+METRICS = (ROLLBACKS, ALERTS, OUTCOMES_UNRECORDED, HISTORY_REFUSED)

@@ -29,13 +29,13 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # Target keys that say what the controller may do, not what an alert asked for: never
 # filled from labels nor journaled, but read from the configuration running when the
 # rollback executes, so that narrowing them also stops rollbacks already queued.
-AUTHORITY_KEYS = frozenset({"allowed_namespaces"})
+AUTHORITY_KEYS = frozenset({"allowed_namespaces", "kinds", "allow_partitioned", "history_interval"})
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    action: str  # "release_dir", "kubernetes" or "command"
+    action: str  # "release_dir", "kubernetes", "kubernetes_workload" or "command"
     params: dict[str, Any]
 
 
@@ -70,6 +70,12 @@ class Resolved:
             return f"release-dir:{p['path']}"
         if self.spec.action == "kubernetes":
             return f"deployment:{p['namespace']}/{p['deployment']}"
+        if self.spec.action == "kubernetes_workload":
+            # The pod or workload: its owner is known only once the controller has asked
+            # the API server, when it acts (the cooldown per owner is applied there).
+            if p.get("pod"):
+                return f"pod:{p['namespace']}/{p['pod']}"
+            return f"workload:{p['namespace']}/{p['workload_kind']}/{p['workload']}"
         return f"command:{self.spec.name}"
 
 
@@ -144,7 +150,7 @@ def admit(spec: TargetSpec, params: dict[str, Any]) -> str:
     namespace outside the target's allow-list. The controller asks again, of the target as
     configured then, before it acts (controller.py), so a journal row written under an
     older, wider configuration cannot widen it."""
-    if spec.action == "kubernetes":
+    if spec.action in ("kubernetes", "kubernetes_workload"):
         return namespace_refusal(params.get("namespace"), spec.params.get("allowed_namespaces"))
     return ""
 

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from test_kustomize_render import kustomize_command
 
+from agent.rollback.actions.kube_api import RBAC
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 NAMESPACE_GRANT = DEPLOY / "rollback-namespace"
@@ -76,7 +78,7 @@ def test_deploy_alone_grants_the_controller_nothing_on_workloads(
             assert not grants_write_on_deployments(d)
 
 
-def test_the_namespace_grant_is_rollout_undo_in_one_namespace(
+def test_the_namespace_grant_is_exactly_the_calls_the_actions_make_in_one_namespace(
     grant: list[dict[str, Any]],
 ) -> None:
     assert sorted(d["kind"] for d in grant) == ["Role", "RoleBinding"]
@@ -90,11 +92,15 @@ def test_the_namespace_grant_is_rollout_undo_in_one_namespace(
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    assert rules == {
-        ("apps", "deployments", "get"),
-        ("apps", "deployments", "patch"),
-        ("apps", "replicasets", "list"),
+    # Exactly the calls the actions make: the table every fake API server request of the
+    # workload tests is checked against (tests/rollback/test_rollback_workloads.py).
+    assert rules == set(RBAC)
+    # Revisions and owners are read, never written; nothing is created or deleted.
+    assert {v for g, r, v in rules if r in ("replicasets", "controllerrevisions", "pods")} <= {
+        "get",
+        "list",
     }
+    assert {v for _g, _r, v in rules} <= {"get", "list", "patch"}
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -141,11 +147,11 @@ def test_the_shipped_config_allows_exactly_the_granted_namespace(
     allowed = {
         ns
         for t in cfg.targets.values()
-        if t.action == "kubernetes"
+        if t.action in ("kubernetes", "kubernetes_workload")
         for ns in t.params["allowed_namespaces"]
     }
     assert allowed == granted
-    # The labels the shipped rules give a rollback alert reach the Deployment they name...
+    # The labels the shipped rules give a rollback alert reach the workload they name...
     labels = {
         "action": "rollback",
         "alertname": "VigilGPUMemoryFull",
@@ -156,8 +162,8 @@ def test_the_shipped_config_allows_exactly_the_granted_namespace(
         "uuid": "GPU-a",
     }
     got = resolve(labels, cfg.rules, cfg.targets)
-    assert isinstance(got, Resolved) and got.target == "deployment:inference/llm"
-    # ...and nothing outside the allow-list, nor a StatefulSet of the same name.
-    for other in ({"namespace": "kube-system"}, {"workload_kind": "StatefulSet"}):
+    assert isinstance(got, Resolved) and got.target == "workload:inference/Deployment/llm"
+    # ...and nothing outside the allow-list, nor an alert that names no workload.
+    for other in ({"namespace": "kube-system"}, {"workload_kind": ""}, {"workload": "../x"}):
         got = resolve({**labels, **other}, cfg.rules, cfg.targets)
         assert not isinstance(got, Resolved), other

@@ -142,7 +142,8 @@ def test_the_shipped_rules_and_policy_roll_back_only_an_allowed_opted_in_deploym
         )
         (rb,) = c.rollbacks()
         assert rb["result"] == "succeeded", rb["detail"]
-        assert rb["target"] == "deployment:inference/llm"
+        assert rb["target"] == "workload:inference/Deployment/llm"
+        assert rb["plan"]["object"] == "deployment:inference/llm"
         assert rb["labels"]["alertname"] == "VigilGPUMemoryFull"
         assert rb["labels"]["workload_kind"] == "Deployment" and rb["labels"]["gpu"] == "0"
     exporter.server.shutdown()

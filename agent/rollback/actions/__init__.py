@@ -2,6 +2,8 @@
 
 - ``release_dir``: switch a ``current`` symlink to the previous healthy version;
 - ``kubernetes``: ``kubectl rollout undo`` for a Deployment;
+- ``kubernetes_workload``: whatever owns the alert's pod (Deployment, Argo Rollout,
+  StatefulSet, KServe InferenceService), found through its owner references;
 - ``command``: run a configured argv with the alert as environment.
 """
 
@@ -16,12 +18,13 @@ from agent.rollback.actions.base import Action, ActionError, Outcome, gpu_ids_of
 from agent.rollback.actions.command import CommandAction
 from agent.rollback.actions.kubernetes import KubernetesDeploymentAction, default_client_factory
 from agent.rollback.actions.release_dir import ReleaseDirAction
+from agent.rollback.actions.workload import WorkloadAction
 from agent.rollback.journal import Journal, Rollback
 from agent.rollback.policy import TargetSpec
 
 __all__ = ["KINDS", "Action", "ActionError", "Outcome", "Tools", "build", "gpu_ids_of"]
 
-KINDS = ("release_dir", "kubernetes", "command")
+KINDS = ("release_dir", "kubernetes", "kubernetes_workload", "command")
 # A hook that takes longer than this is stuck; the journal records it as failed.
 DEFAULT_COMMAND_TIMEOUT = 60.0
 
@@ -33,6 +36,9 @@ class Tools:
     journal: Journal
     runner: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
     kube_client: Callable[[dict[str, Any]], Any] = field(default=default_client_factory)
+    # The controller's cooldown, also applied per resolved object (several pods' alerts
+    # resolve to one owner).
+    cooldown: float = 0.0
 
 
 def build(rollback: Rollback, tools: Tools, spec: TargetSpec) -> Action:
@@ -49,6 +55,15 @@ def build(rollback: Rollback, tools: Tools, spec: TargetSpec) -> Action:
         )
     if rollback.action == "kubernetes":
         return KubernetesDeploymentAction(p, spec.params["allowed_namespaces"], tools.kube_client)
+    if rollback.action == "kubernetes_workload":
+        return WorkloadAction(
+            p,
+            spec.params,
+            tools.journal,
+            tools.kube_client,
+            rollback_id=rollback.id,
+            cooldown=tools.cooldown,
+        )
     if rollback.action == "command":
         extra = {
             "VIGIL_ROLLBACK_ID": str(rollback.id),
