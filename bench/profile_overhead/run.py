@@ -14,16 +14,23 @@ in a rotated order:
   none        nothing profiles it
   vigil@R     `vigil run` with only the profile collector, default options except the rate
               (the first of --rates is the default rate)
-  nonblocking@R  one `py-spy record --nonblocking` at the highest of --rates (the floor for
-              any py-spy-based profiler: Vigil's py-spy CPU per sampled second is compared
-              with this one's CPU per second)
+  nonblocking@R  one `py-spy record --nonblocking` at each of --rates (the floor for any
+              py-spy-based profiler: Vigil's py-spy CPU per sampled second at rate R is
+              compared with this one's CPU per second at the same rate)
   blocking    `py-spy record` in its default blocking mode at its default 100 Hz (the anchor:
               what people run by hand, pausing the target for every sample)
 
 It prints the median throughput per configuration, the median slowdown against `none` in
-the same round, and the CPU Vigil used per watched process: the agent's own CPU over the
+the same round, the CPU Vigil used per watched process: the agent's own CPU over the
 period plus its py-spy children's (vigil_profile_pyspy_cpu_seconds_total per sampled
-second), as a fraction of one core. Needs root (or CAP_SYS_PTRACE) for py-spy.
+second), as a fraction of one core, and the ratio of Vigil's py-spy CPU to the single
+non-blocking py-spy's at each rate.
+
+With ``--node N`` (default 50, 0 to skip) it then measures the node budget: N idle
+thread-per-request servers (32 idle request threads each) watched by one `vigil run` at
+its defaults for ``--node-period`` seconds; it prints the py-spy CPU the node paid as a
+share of one core next to the budget in force, and the windows the budget held back.
+Needs root (or CAP_SYS_PTRACE) for py-spy.
 """
 
 from __future__ import annotations
@@ -124,8 +131,8 @@ def scrape(port: int) -> dict[str, float]:
         text = r.read().decode()
     out: dict[str, float] = {}
     for m in re.finditer(
-        r"^(vigil_profile_(?:pyspy_cpu_seconds_total|windows_total)"
-        r"(?:\{result=\"ok\"\})?) (\S+)$",
+        r"^(vigil_profile_(?:pyspy_cpu_seconds_total|windows_total|budget_skips_total"
+        r"|budget_cores)(?:\{result=\"ok\"\})?) (\S+)$",
         text,
         re.M,
     ):
@@ -133,10 +140,7 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def run_vigil(
-    w: Workload, rate: int, period: float, marker: str
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Throughput under Vigil, and Vigil's CPU (agent + py-spy) per watched process."""
+def start_agent(marker: str, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     port = 19000 + os.getpid() % 1000
     cmd = [
         *PROF_PIN,
@@ -151,13 +155,21 @@ def run_vigil(
         "--no-collector.sched",
         "--no-collector.gpu",
         "--no-collector.drift",
-        "--collector.profile.rate",
-        str(rate),
+        "--no-collector.inference",
+        *extra,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     agent = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    return agent, port
+
+
+def run_vigil(
+    w: Workload, rate: int, period: float, marker: str
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Throughput under Vigil, and Vigil's CPU (agent + py-spy) per watched process."""
+    agent, port = start_agent(marker, "--collector.profile.rate", str(rate))
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until py-spy children run
@@ -237,23 +249,98 @@ def run_nonblocking(w: Workload, rate: int, period: float) -> tuple[tuple[float,
     return got, (usage.ru_utime + usage.ru_stime) / (time.monotonic() - started)
 
 
+# A thread-per-request server whose 32 request threads wait on idle keep-alive clients:
+# what most watched inference processes look like between requests.
+IDLE_SERVER = """
+import http.server, socket, threading
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+clients = [socket.create_connection(srv.server_address) for _ in range(32)]
+while threading.active_count() < 34:
+    threading.Event().wait(0.01)
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def run_node(n: int, period: float, settle: float, tmp: Path) -> dict[str, float]:
+    """py-spy CPU the node pays for ``n`` watched idle servers, against its budget.
+
+    Measured from the agent's start by default (``settle`` 0): the budget lets the first
+    windows start at once, so a new process gets a profile without waiting, and then holds
+    the node back until the average is within the budget; a period of a few minutes shows
+    the average the node pays, burst included.
+    """
+    script = tmp / "vigil_bench_idle_server.py"
+    script.write_text(IDLE_SERVER)
+    procs = [
+        subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        agent, port = start_agent("vigil_bench_idle_server")
+        try:
+            deadline = time.monotonic() + 30
+            before: dict[str, float] = {}
+            while time.monotonic() < deadline:
+                try:
+                    before = scrape(port)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            time.sleep(settle)
+            before = scrape(port)
+            started = time.monotonic()
+            time.sleep(period)
+            after = scrape(port)
+            elapsed = time.monotonic() - started
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=10)
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return {
+        "pyspy_share": delta("vigil_profile_pyspy_cpu_seconds_total") / elapsed,
+        "budget": after.get("vigil_profile_budget_cores", float("nan")),
+        "skips": delta("vigil_profile_budget_skips_total"),
+        "windows": delta('vigil_profile_windows_total{result="ok"}'),
+        "elapsed": elapsed,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7, help="0: the node budget run only")
     ap.add_argument("--period", type=float, default=20.0)
     ap.add_argument("--rates", default=f"{DEFAULTS['rate']},99")
     # CPU 1 by default: on a shared 2-CPU host the context-switch benchmarks pin to CPU 0.
     ap.add_argument("--cpu", default="1")
     # Same CPU as the workload by default (worst case); another CPU shows interference only.
     ap.add_argument("--profiler-cpu", default=None)
+    ap.add_argument("--node", type=int, default=50, help="idle servers for the budget run")
+    ap.add_argument("--node-period", type=float, default=240.0)
+    ap.add_argument("--node-settle", type=float, default=0.0)
     args = ap.parse_args()
     PIN[:] = ["taskset", "-c", args.cpu]
     PROF_PIN[:] = ["taskset", "-c", args.profiler_cpu or args.cpu]
     rates = [int(r) for r in args.rates.split(",")]
     # Stopped with SIGTERM, still stop the workload and any agent (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    floor = max(rates)
-    configs = ["none", *(f"vigil@{r}" for r in rates), f"nonblocking@{floor}", "blocking"]
+    configs = [
+        "none",
+        *(f"vigil@{r}" for r in rates),
+        *(f"nonblocking@{r}" for r in rates),
+        "blocking",
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     w = Workload(tmp / "vigil_bench_profile_workload.py")
     wall: dict[str, list[float]] = {c: [] for c in configs}
@@ -272,7 +359,7 @@ def main() -> None:
                 elif c == "blocking":
                     got[c] = run_blocking(w, args.period)
                 elif c.startswith("nonblocking@"):
-                    got[c], spy_cpu = run_nonblocking(w, floor, args.period)
+                    got[c], spy_cpu = run_nonblocking(w, int(c.split("@")[1]), args.period)
                     cost[c].append((0.0, spy_cpu))
                 else:
                     got[c], cpu = run_vigil(
@@ -291,26 +378,47 @@ def main() -> None:
             )
     finally:
         w.stop()
-    print(
-        f"\nworkload on CPU {args.cpu}, profilers on CPU {args.profiler_cpu or args.cpu}; "
-        f"{args.rounds} rounds x "
-        f"{args.period:g} s; window {DEFAULTS['window']:g} s; medians of per-round figures"
-    )
-    print(
-        "| configuration | iter per wall s | slowdown vs none (wall) | iter per CPU s "
-        "| slowdown vs none (per CPU s) | Vigil CPU per watched process (share of one core) |"
-    )
-    print("|---|---|---|---|---|---|")
-    med = statistics.median
-    for c in configs:
-        share = ""
-        if cost[c]:
-            agent, spy = med(a for a, _ in cost[c]), med(p for _, p in cost[c])
-            total = med(a + p for a, p in cost[c])
-            share = f"{100 * total:.2f} % (agent {100 * agent:.2f} %, py-spy {100 * spy:.2f} %)"
+    if args.rounds:
         print(
-            f"| {c} | {med(wall[c]):.0f} | {100 * med(slow[c]):+.2f} % | {med(percpu[c]):.0f} "
-            f"| {100 * med(slow_cpu[c]):+.2f} % | {share} |"
+            f"\nworkload on CPU {args.cpu}, profilers on CPU {args.profiler_cpu or args.cpu}; "
+            f"{args.rounds} rounds x "
+            f"{args.period:g} s; window {DEFAULTS['window']:g} s; medians of per-round figures"
+        )
+        print(
+            "| configuration | iter per wall s | slowdown vs none (wall) | iter per CPU s "
+            "| slowdown vs none (per CPU s) | Vigil CPU per watched process (share of one core) |"
+        )
+        print("|---|---|---|---|---|---|")
+        med = statistics.median
+        for c in configs:
+            share = ""
+            if cost[c]:
+                agent, spy = med(a for a, _ in cost[c]), med(p for _, p in cost[c])
+                total = med(a + p for a, p in cost[c])
+                share = f"{100 * total:.2f} % (agent {100 * agent:.2f} %, py-spy {100 * spy:.2f} %)"
+            print(
+                f"| {c} | {med(wall[c]):.0f} | {100 * med(slow[c]):+.2f} % | {med(percpu[c]):.0f} "
+                f"| {100 * med(slow_cpu[c]):+.2f} % | {share} |"
+            )
+        print()
+        for r in rates:
+            vigil = [p for _, p in cost[f"vigil@{r}"]]
+            floor = [p for _, p in cost[f"nonblocking@{r}"]]
+            ratios = [v / f for v, f in zip(vigil, floor, strict=True) if f > 0]
+            print(
+                f"py-spy CPU at {r} Hz: Vigil {100 * med(vigil):.2f} % of a core per sampled "
+                f"second, one non-blocking py-spy {100 * med(floor):.2f} %: "
+                f"{med(vigil) / med(floor):.2f}x (median of per-round ratios "
+                f"{med(ratios):.2f}x; target <= 1.2x)"
+            )
+    if args.node:
+        node = run_node(args.node, args.node_period, args.node_settle, tmp)
+        print(
+            f"\nnode budget: {args.node} idle thread-per-request servers (32 idle threads "
+            f"each), {node['elapsed']:.0f} s after {args.node_settle:g} s: "
+            f"py-spy {100 * node['pyspy_share']:.2f} % of a core, "
+            f"budget {100 * node['budget']:.2f} %; {node['windows']:.0f} windows "
+            f"profiled, {node['skips']:.0f} held back by the budget"
         )
 
 

@@ -52,3 +52,28 @@ def test_budget_long_run_average_is_bounded() -> None:
         b.charge(2.0)
         spent += 2.0
     assert spent / (clock.t - start) <= 0.05 * 1.01
+
+
+def test_reservations_stop_free_slots_from_overdrawing_the_bucket() -> None:
+    # Eight slots free, 0.5 CPU-s in the bucket, windows expected to cost 0.4 each: only
+    # two may start before the first one ends, not eight.
+    clock = Clock()
+    b = CpuBudget(cores=0.05, burst_seconds=10, clock=clock)
+    held = []
+    while b.available() and len(held) < 8:
+        held.append(b.reserve(0.4))
+    assert len(held) == 2
+    clock.t += 10  # both windows end, one cheaper than expected, one dearer
+    b.charge(0.3, held[0])
+    b.charge(0.6, held[1])
+    assert b.spent == pytest.approx(0.9)
+    assert b.tokens == pytest.approx(0.5 + 0.5 - 0.9)  # refill of 10 s at 0.05 core
+
+
+def test_a_window_that_fails_gives_its_reservation_back() -> None:
+    clock = Clock()
+    b = CpuBudget(cores=0.05, burst_seconds=10, clock=clock)
+    r = b.reserve(0.6)
+    assert not b.available()
+    b.charge(0.0, r)
+    assert b.available() and b.spent == 0.0

@@ -65,6 +65,11 @@ class ProfileCollector:
         self.node_budget = settings.cpu_budget
         self.process_budget = settings.cpu_budget_per_process
         self.budget = CpuBudget(self.process_budget, self.window, clock)
+        # What a window is expected to cost, reserved when it starts: a moving average of
+        # the windows measured so far, starting at one window's worth of the per-process
+        # budget, so the first windows on a node start one after another until costs are
+        # known rather than all at once.
+        self.window_cost = self.process_budget * self.window
         self.budget_skips = 0
         self.targets: dict[int, Target] = {}
         self.windows = dict.fromkeys(RESULTS, 0)
@@ -158,6 +163,7 @@ class ProfileCollector:
                     break
                 t.running = True
                 t.held_back = False
+                t.reserved = self.budget.reserve(self.window_cost)
                 if t.state == "pending":
                     t.state = "sampling"
                 running += 1
@@ -182,6 +188,8 @@ class ProfileCollector:
             )
             with self._lock:
                 t.running = False
+                self.budget.charge(0.0, t.reserved)
+                t.reserved = 0.0
                 self.windows["failed"] += 1
         finally:
             with self._lock:
@@ -208,7 +216,10 @@ class ProfileCollector:
         # window, idle ones (all threads minus the latest active count) in a wall window.
         counted = parse_collapsed(run.text(mode)).total if outcome == "ok" and mode else 0
         with self._lock:
-            self.budget.charge(run.cpu_seconds)
+            self.budget.charge(run.cpu_seconds, t.reserved)
+            t.reserved = 0.0
+            if run.cpu_seconds > 0:
+                self.window_cost += 0.3 * (run.cpu_seconds - self.window_cost)
             self.cpu_seconds += run.cpu_seconds
             t.running = False
             t.last_end = self._clock()

@@ -25,10 +25,14 @@ def backoff_delay(base: float, failures: int) -> float:
 class CpuBudget:
     """A token bucket of CPU seconds: ``cores`` seconds accrue per wall second.
 
-    A window's cost is only known when its children exit (from their rusage), so windows
-    are charged afterwards; while the bucket is in debt no new window starts. Over any
-    long stretch the children therefore use at most ``cores`` of one core on average,
-    whatever the rate, the number of processes or the cost of each py-spy.
+    A window's cost is only known when its children exit (from their rusage). Charging
+    only afterwards would let every free slot start while the bucket is still positive
+    (with eight slots, a node full of new processes spent seven windows beyond its
+    budget at once), so a window *reserves* its expected cost when it starts and settles
+    the difference when it ends; while the bucket is in debt no new window starts. Over
+    any long stretch the children therefore use at most ``cores`` of one core on average,
+    whatever the rate, the number of processes or the cost of each py-spy, and a burst of
+    new processes cannot overdraw it by more than one window's misestimate.
     """
 
     def __init__(
@@ -56,9 +60,16 @@ class CpuBudget:
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.cores)
         self._last = now
 
-    def charge(self, cpu_seconds: float) -> None:
+    def reserve(self, cpu_seconds: float) -> float:
+        """Takes a window's expected cost now; returns it for :meth:`charge` to settle."""
         self._refill()
         self.tokens -= cpu_seconds
+        return cpu_seconds
+
+    def charge(self, cpu_seconds: float, reserved: float = 0.0) -> None:
+        """Charges what a window cost, giving back what it reserved when it started."""
+        self._refill()
+        self.tokens += reserved - cpu_seconds
         self.spent += cpu_seconds
 
     def available(self) -> bool:

@@ -45,6 +45,7 @@ class Target:
     next_mode: int = 0
     last_active: int = 0  # active samples of the latest cpu window
     held_back: bool = False  # due, but the CPU budget was spent (counted once)
+    reserved: float = 0.0  # CPU seconds the running window holds in the budget
 
 
 def unique_labels(targets: list[Target]) -> list[list[str]]:
