@@ -30,12 +30,22 @@ from typing import Any
 
 import numpy as np
 
+from agent.collectors.drift import lengths
 from agent.collectors.drift.ingest import outcome_json
-from agent.collectors.drift.ks import CORRECTIONS, ReferenceSample, SampleError
+from agent.collectors.drift.ks import CORRECTIONS, SampleError
 from agent.collectors.drift.monitor import Outcome
-from agent.collectors.drift.parse import ParseError, read_reference_file
+from agent.collectors.drift.parse import ParseError, read_reference_file, read_typed_reference
+from agent.collectors.drift.reference import Reference
+from agent.collectors.drift.schema import UNSEEN_CODE, Schema, SchemaError
 from agent.collectors.drift.settings import MAX_BOOTSTRAP_ROWS, DriftSettings
-from agent.collectors.drift.store import ReferenceStore, StoreError, check_features, check_name
+from agent.collectors.drift.store import (
+    ReferenceStore,
+    StoreError,
+    atomic_write,
+    check_features,
+    check_name,
+)
+from agent.collectors.inference import kinds as inference_kinds
 from agent.config import default_state_dir
 from agent.drift.client import find_token
 
@@ -148,6 +158,26 @@ def register(sub: Any) -> None:
         metavar="A,B,...",
         help="feature names for a .npy file (default feature_0, feature_1, ...)",
     )
+    s.add_argument(
+        "--categorical",
+        metavar="COL,...",
+        default="",
+        help="columns holding categories (strings), tested with chi-squared (CSV or JSON lines)",
+    )
+    s.add_argument(
+        "--output",
+        metavar="COL,...",
+        default="",
+        help="columns that are the model's outputs (predicted labels, scores): decided apart "
+        "from the inputs, in vigil_drift_output_detected",
+    )
+    s.add_argument(
+        "--confidence",
+        metavar="COL,...",
+        default="",
+        help="output columns holding confidence scores in [0, 1]; also counted in the "
+        "vigil_prediction_confidence histogram",
+    )
     _common(s)
     s.set_defaults(func=_run(cmd_set))
 
@@ -164,6 +194,33 @@ def register(sub: Any) -> None:
     _model_version(de)
     _common(de)
     de.set_defaults(func=_run(cmd_delete))
+
+    ln = dsub.add_parser(
+        "lengths", help="the reference period of an LLM server's prompt and generation lengths"
+    )
+    lsub = ln.add_subparsers(dest="lengths_command", metavar="ACTION")
+    ln.set_defaults(func=lambda ns, specs: _help(ln))
+    ls_set = lsub.add_parser(
+        "set",
+        help="store the requests between two saved /metrics pages of a vLLM or SGLang "
+        "server as the length reference of a model",
+    )
+    ls_set.add_argument("--model", required=True, metavar="M", help="the model as served")
+    ls_set.add_argument("--kind", required=True, choices=("vllm", "sglang"), help="the server kind")
+    ls_set.add_argument(
+        "--before",
+        metavar="FILE",
+        help="the /metrics page at the start of the period (default: the server's start)",
+    )
+    ls_set.add_argument("after", metavar="FILE", help="the /metrics page at the end of the period")
+    _common(ls_set)
+    ls_set.set_defaults(func=_run(cmd_lengths_set))
+    ls_del = lsub.add_parser(
+        "delete", help="forget a stored length reference (the agent captures one again)"
+    )
+    ls_del.add_argument("--model", required=True, metavar="M")
+    _common(ls_del)
+    ls_del.set_defaults(func=_run(cmd_lengths_delete))
 
     ck = dsub.add_parser(
         "check", help="run one check now and print a table (feature, D, p, drifted)"
@@ -224,11 +281,44 @@ def _run(fn: Any) -> Any:
         except UsageError as exc:
             print(f"vigil drift: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except (CliError, StoreError, ParseError, SampleError) as exc:
+        except (CliError, StoreError, ParseError, SampleError, SchemaError) as exc:
             print(f"vigil drift: {exc}", file=sys.stderr)
             return EXIT_FAIL
 
     return wrapped
+
+
+def _columns(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _read_typed(
+    path: str, fmt: str | None, features: str | None, categorical: list[str]
+) -> tuple[tuple[str, ...], np.ndarray, dict[str, tuple[str, ...]]]:
+    fmt = fmt or FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise CliError(f"cannot tell the format of {path}: use a .csv or .jsonl name, or --format")
+    if features:
+        raise UsageError("--features applies only to .npy files, which hold no categories")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return read_typed_reference(data, fmt, categorical)
+    except ParseError as exc:
+        raise CliError(f"{path}: {exc}") from None
+
+
+def _read_window_typed(path: str, schema: Schema) -> tuple[tuple[str, ...], np.ndarray]:
+    """A window file for a reference with categorical columns, coded as the reference."""
+    names, values, cats = _read_typed(path, None, None, list(schema.categorical))
+    for name, window_cats in cats.items():
+        j = names.index(name)
+        index = {c: i for i, c in enumerate(schema.categories[name])}
+        recode = np.array([index.get(c, UNSEEN_CODE) for c in window_cats])
+        values[:, j] = recode[values[:, j].astype(np.int64)]
+    return names, values
 
 
 def _read_file(
@@ -261,24 +351,94 @@ def cmd_set(ns: argparse.Namespace) -> int:
     model, version = check_name("model", ns.model), check_name("version", ns.model_version)
     if (ns.file is None) == (ns.bootstrap is None):
         raise UsageError("give either FILE or --bootstrap N")
+    categorical, outputs, confidence = (
+        _columns(ns.categorical),
+        _columns(ns.output),
+        _columns(ns.confidence),
+    )
     if ns.bootstrap is not None:
         if ns.features or ns.format:
             raise UsageError("--features and --format apply to FILE, not to --bootstrap")
-        path = store.request_bootstrap(model, version, ns.bootstrap)
+        both = sorted(set(categorical) & set(confidence))
+        if both:
+            raise UsageError(f"column {both[0]!r} cannot be both categorical and a confidence")
+        declared = {"categorical": categorical, "outputs": outputs, "confidence": confidence}
+        path = store.request_bootstrap(model, version, ns.bootstrap, declared)
         print(
             f"the agent will capture the first {ns.bootstrap} samples of {model} {version} "
             f"as its reference ({path})"
         )
         return EXIT_OK
-    names, values = _read_file(ns.file, ns.format, ns.features)
+    if categorical:
+        names, values, cats = _read_typed(ns.file, ns.format, ns.features, categorical)
+    else:
+        (names, values), cats = _read_file(ns.file, ns.format, ns.features), {}
     check_features(names)
-    sample = ReferenceSample(values, names)
+    schema = Schema.declare(names, categorical, outputs, confidence, cats)
+    sample = Reference.from_rows(values, schema)
     path = store.save(model, version, sample, f"file: {Path(ns.file).resolve()}")
+    kinds = f" ({len(categorical)} categorical)" if categorical else ""
     print(
         f"stored reference {model} {version}: {sample.n} rows x {sample.n_features} "
-        f"features in {path}; a running agent with this --state-dir uses it from the next "
-        "sample"
+        f"features{kinds} in {path}; a running agent with this --state-dir uses it from the "
+        "next sample"
     )
+    return EXIT_OK
+
+
+def _length_counts(path: str, kind: str, model: str) -> dict[str, lengths.Counts]:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        stats, _ = inference_kinds.parse(kind, text, max_models=1_000)
+    except inference_kinds.ParseError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    st = stats.get(model)
+    if st is None:
+        raise CliError(
+            f"{path} has no series of model {model!r} (models: {', '.join(sorted(stats)) or '-'})"
+        )
+    out = {}
+    for name, hist in (("prompt", st.prompt_tokens), ("generation", st.generation_tokens)):
+        if hist is not None and len(hist.buckets) >= 2:
+            out[name] = lengths.Counts.from_cumulative(hist.buckets)
+    if not out:
+        raise CliError(f"{path}: model {model!r} has no prompt or generation length histogram")
+    return out
+
+
+def cmd_lengths_set(ns: argparse.Namespace) -> int:
+    after = _length_counts(ns.after, ns.kind, ns.model)
+    before = _length_counts(ns.before, ns.kind, ns.model) if ns.before else {}
+    refs = {}
+    for name, counts in after.items():
+        try:
+            refs[name] = lengths.reference_between(before.get(name), counts)
+        except ValueError as exc:
+            raise CliError(f"{name} lengths: {exc}") from None
+    if not any(c.total > 0 for c in refs.values()):
+        raise CliError("no request finished between the two pages: nothing to compare with")
+    path = lengths.reference_path(_store(ns).root.parent, ns.model)
+    source = f"file: {Path(ns.before).resolve() if ns.before else 'server start'} .. " + str(
+        Path(ns.after).resolve()
+    )
+    atomic_write(path, lengths.write_reference(refs, source))
+    summary = ", ".join(f"{k} {int(c.total)} requests" for k, c in refs.items())
+    print(f"stored the length reference of {ns.model} ({summary}) in {path}")
+    return EXIT_OK
+
+
+def cmd_lengths_delete(ns: argparse.Namespace) -> int:
+    path = lengths.reference_path(_store(ns).root.parent, ns.model)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        raise CliError(f"no length reference for {ns.model!r} at {path}") from None
+    except OSError as exc:
+        raise CliError(f"cannot delete {path}: {exc.strerror}") from None
+    print(f"deleted the length reference of {ns.model}; the agent captures a new one")
     return EXIT_OK
 
 
@@ -316,13 +476,18 @@ def cmd_show(ns: argparse.Namespace) -> int:
     print(f"created {info.created}  source {info.source}  file {info.path}  checksum ok")
     v = ref.sorted_values
     mid = np.median(v, axis=1)  # v[n // 2] is wrong for even n
-    _table(
-        ("FEATURE", "MIN", "MEDIAN", "MAX"),
-        [
-            (f, f"{v[i, 0]:.6g}", f"{mid[i]:.6g}", f"{v[i, -1]:.6g}")
-            for i, f in enumerate(info.features)
-        ],
-    )
+    schema = ref.schema
+    rows = []
+    for i, f in enumerate(info.features):
+        if f in schema.categories:
+            cats = schema.categories[f]
+            codes, counts = np.unique(v[i], return_counts=True)
+            top = cats[int(codes[int(np.argmax(counts))])]
+            summary = (f"{len(cats)} categories", f"most: {top}", "")
+        else:
+            summary = (f"{v[i, 0]:.6g}", f"{mid[i]:.6g}", f"{v[i, -1]:.6g}")
+        rows.append((f, schema.kinds[i], schema.roles[i], *summary))
+    _table(("FEATURE", "KIND", "ROLE", "MIN", "MEDIAN", "MAX"), rows)
     return EXIT_OK
 
 
@@ -342,7 +507,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         _print_check(doc)
-    return EXIT_DRIFT if doc.get("detected") else EXIT_OK
+    return EXIT_DRIFT if doc.get("detected") or doc.get("output_detected") else EXIT_OK
 
 
 def _check_file(ns: argparse.Namespace) -> dict[str, Any]:
@@ -357,7 +522,10 @@ def _check_file(ns: argparse.Namespace) -> dict[str, Any]:
             )
         version = versions[0]
     _info, ref = store.load(model, check_name("version", version))
-    names, values = _read_file(ns.window_file, None, None)
+    if ref.schema.categorical:
+        names, values = _read_window_typed(ns.window_file, ref.schema)
+    else:
+        names, values = _read_file(ns.window_file, None, None)
     if ref.feature_names != names:
         index = {n: i for i, n in enumerate(names)}
         missing = [f for f in ref.feature_names if f not in index]
@@ -412,18 +580,28 @@ def _print_check(doc: dict[str, Any]) -> None:
         return
     print(f"{head}  alpha {doc['alpha']} ({doc['correction']})  method {doc['method']}")
     _table(
-        ("FEATURE", "D", "P", "DRIFTED"),
+        ("FEATURE", "ROLE", "TEST", "STATISTIC", "P", "EFFECT", "DRIFTED", "SHIFT"),
         [
             (
                 f["feature"],
-                f"{f['statistic']:.4f}",
+                f.get("role", "input"),
+                f.get("test", "ks"),
+                f"{f['statistic']:.4g}",
                 f"{f['pvalue']:.3g}",
+                f"{f['effect']:.3f}" if "effect" in f else "-",
                 "yes" if f["drifted"] else "no",
+                f.get("shift", ""),
             )
             for f in doc["features"]
         ],
     )
-    print("drift detected" if doc["detected"] else "no drift")
+    print("input drift detected" if doc["detected"] else "no input drift")
+    if doc.get("output_detected") is not None:
+        print("output drift detected" if doc["output_detected"] else "no output drift")
+    print(
+        "EFFECT: numeric, Wasserstein distance / reference IQR; categorical, Jensen-Shannon "
+        "distance (0-1). SHIFT: window minus reference (pp: percentage points)."
+    )
 
 
 def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

@@ -14,6 +14,14 @@
 2. 1,000 features x 10,000-row window against a 20,000-row reference. Target: < 1 s.
 3. Ingest: values/s through a real `vigil run` pinned to CPU 0 (HTTP, JSON rows and
    columns, 100,000 values per request), and the parser alone. Target: >= 200,000/s.
+4. Categorical: 1,000 features x 10,000-row window, 50 categories each (a fifth of the
+   features shifted), reference 20,000 rows: Vigil's check against a loop of
+   scipy.stats.chi2_contingency over the same count tables; same p-values (1e-9) and
+   decisions. Target: < 1 s.
+5. Effect sizes: a full check (KS, effect sizes, explanations) against the KS test alone,
+   on the data of parts 1 and 2. Target: <= 20 % more.
+
+    --parts 1,2,4,5    run only these parts (part 3 starts an agent)
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from agent.collectors.drift.ks import ReferenceSample, decide  # noqa: E402
 from agent.collectors.drift.parse import decode_json, parse_document  # noqa: E402
+from agent.collectors.drift.reference import Reference  # noqa: E402
+from agent.collectors.drift.schema import Schema  # noqa: E402
 from agent.collectors.drift.store import ReferenceStore  # noqa: E402
 
 ALPHA = 0.05
@@ -207,10 +217,10 @@ def part3(requests: int) -> None:
             os.sched_setaffinity(0, {1})  # this client elsewhere
             url = agent.url + "/v1/drift/bench/samples"
             for name, body in (("rows", rows_body), ("columns", cols_body)):
-                post(url, body)  # warm-up: thread pool, imports
+                post(url, body, agent.auth())  # warm-up: thread pool, imports
                 t = time.perf_counter()
                 for _ in range(requests):
-                    post(url, body)
+                    post(url, body, agent.auth())
                 elapsed = time.perf_counter() - t
                 print(
                     f"  HTTP into `vigil run` on one core, {name:7s}: "
@@ -225,9 +235,80 @@ def part3(requests: int) -> None:
             print(f"  agent threads' CPU sets: {', '.join(sorted(cpus))}")
 
 
-def post(url: str, body: bytes) -> None:
+def part4(rounds: int) -> None:
+    from scipy.stats import chi2_contingency
+
+    f, k = 1000, 50
+    rng = np.random.default_rng(11)
+    shares = rng.dirichlet(np.full(k, 5.0), size=f)
+    ref_codes = np.array([rng.choice(k, size=20_000, p=shares[j]) for j in range(f)]).T
+    moved = shares.copy()
+    moved[::5] = rng.dirichlet(np.full(k, 5.0), size=moved[::5].shape[0])  # a fifth moved
+    win = np.array([rng.choice(k, size=10_000, p=moved[j]) for j in range(f)]).T.astype(float)
+    names = [f"c{j}" for j in range(f)]
+    cats = {n: tuple(f"v{i}" for i in range(k)) for n in names}
+    ref = Reference.from_rows(
+        ref_codes.astype(float), Schema.declare(names, names, categories=cats)
+    )
+    tv, ts = [], []
+    res = None
+    p_scipy = np.empty(f)
+    for _ in range(rounds):
+        t = time.perf_counter()
+        res = ref.test(win, alpha=ALPHA, correction="bonferroni")
+        tv.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for j in range(f):
+            table = np.vstack(
+                [
+                    np.bincount(ref_codes[:, j], minlength=k),
+                    np.bincount(win[:, j].astype(np.int64), minlength=k),
+                ]
+            )
+            p_scipy[j] = chi2_contingency(table[:, table.sum(axis=0) > 0]).pvalue
+        ts.append(time.perf_counter() - t)
+    assert res is not None and res.drifted is not None
+    same = bool((decide(p_scipy, ALPHA, "bonferroni") == res.drifted).all())
+    worst = float(np.max(np.abs(res.pvalue - p_scipy)))
+    mv, ms = statistics.median(tv), statistics.median(ts)
+    print("part 4: 1,000 categorical features x 10,000-row window, 50 categories, ref 20,000")
+    print(f"  (a) scipy chi2_contingency loop  median {ms * 1e3:8.1f} ms")
+    print(f"  (b) vigil Reference.test         median {mv * 1e3:8.1f} ms  (target < 1000 ms)")
+    print(
+        f"  ratio (a)/(b) = {ms / mv:.1f}x; drifted {int(res.drifted.sum())} of {f}; "
+        f"identical decisions: {same}; largest p-value difference {worst:.1e}"
+    )
+
+
+def part5(rounds: int) -> None:
+    print("part 5: effect sizes and explanations on top of the KS test")
+    rng = np.random.default_rng(3)
+    ref1, win1 = data()
+    ref2 = rng.normal(size=(20_000, 1000))
+    win2 = rng.normal(size=(10_000, 1000)) + np.where(np.arange(1000) % 4 == 0, 0.03, 0.0)
+    for label, ref, win in (("part 1 data", ref1, win1), ("part 2 data", ref2, win2)):
+        ks = ReferenceSample(ref, [f"f{i}" for i in range(ref.shape[1])])
+        full = Reference.of(ks)
+        tk, tf = [], []
+        for _ in range(rounds):  # interleaved, as in part 1
+            t = time.perf_counter()
+            a = ks.test(win, alpha=ALPHA, correction="bonferroni")
+            tk.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            b = full.test(win, alpha=ALPHA, correction="bonferroni")
+            tf.append(time.perf_counter() - t)
+        mk, mf = statistics.median(tk), statistics.median(tf)
+        assert a.drifted is not None and b.drifted is not None
+        print(
+            f"  {label}: KS alone {mk * 1e3:7.1f} ms, with effect sizes {mf * 1e3:7.1f} ms: "
+            f"{100 * (mf / mk - 1):+.0f} % (target <= 20 %); same decisions: "
+            f"{bool((a.drifted == b.drifted).all())}"
+        )
+
+
+def post(url: str, body: bytes, auth: dict[str, str]) -> None:
     req = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        url, data=body, headers={"Content-Type": "application/json", **auth}, method="POST"
     )
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.status == 200, r.status
@@ -239,13 +320,22 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    ap.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
     ns = ap.parse_args()
     rounds = 3 if ns.quick else ns.rounds
     warnings.simplefilter("ignore", RuntimeWarning)
+    parts = {int(p) for p in ns.parts.split(",")}
     print(f"load average before: {os.getloadavg()[0]:.2f}")
-    part1(rounds)
-    part2(max(3, rounds // 2))
-    part3(5 if ns.quick else 20)
+    if 1 in parts:
+        part1(rounds)
+    if 2 in parts:
+        part2(max(3, rounds // 2))
+    if 3 in parts:
+        part3(5 if ns.quick else 20)
+    if 4 in parts:
+        part4(max(3, rounds // 2))
+    if 5 in parts:
+        part5(rounds)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -89,7 +89,7 @@ def test_show_median_and_list_of_capture(
     rc, out, _ = vigil(capsys, "reference", "show", *mv)
     assert rc == 0
     line = next(x for x in out.splitlines() if x.startswith("a "))
-    assert line.split() == ["a", "1", "2.5", "10"]
+    assert line.split() == ["a", "numeric", "input", "1", "2.5", "10"]
     rc, out, _ = vigil(capsys, "reference", "list", "--state-dir", str(tmp_path))
     assert rc == 0 and "target 500" in out and "0/500" not in out
 

@@ -80,8 +80,9 @@ def test_cli_set_list_show_check_delete(tmp_path: Path) -> None:
     assert r.returncode == 0 and "checksum ok" in r.stdout and "income" in r.stdout
     r = run_vigil(["drift", "check", "--model", "ranker", "--window-file", str(shifted)], env=env)
     assert r.returncode == 3, r.stdout + r.stderr  # drift detected
-    lines = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:-1]}
-    assert lines["income"][3] == "yes" and lines["age"][3] == "no"
+    lines = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line}
+    drifted = lines["FEATURE"].index("DRIFTED")
+    assert lines["income"][drifted] == "yes" and lines["age"][drifted] == "no"
     r = run_vigil(["drift", "reference", "delete", "--model", "ranker", "--version", "v2"], env=env)
     assert r.returncode == 0
     r = run_vigil(["drift", "reference", "list"], env=env)

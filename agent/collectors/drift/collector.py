@@ -6,14 +6,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 from agent.collectors.drift import metrics as m
+from agent.collectors.drift.effect import QUANTILES
 from agent.collectors.drift.ingest import DriftApi
-from agent.collectors.drift.monitor import UNKNOWN_MODEL_LABEL, DriftMonitor
+from agent.collectors.drift.monitor import (
+    CONFIDENCE_BUCKETS,
+    UNKNOWN_MODEL_LABEL,
+    DriftMonitor,
+    Tracked,
+)
+from agent.collectors.drift.reference import CHI2, DriftResult, Shift
+from agent.collectors.drift.schema import CONFIDENCE
 from agent.collectors.drift.settings import DriftSettings
 from agent.collectors.drift.tail import Tailer
 from agent.httpbody import MAX_BODY_BYTES
+from agent.metrics import MetricSpec
 from agent.registry import Context, SnapshotCollector
 
 
@@ -45,40 +54,84 @@ class DriftCollector(SnapshotCollector):
 
 def render(monitor: DriftMonitor) -> list[Metric]:
     """Families from the monitor's latest checks and live counters; all always present."""
-    stat = m.KS_STATISTIC.gauge()
-    pval = m.P_VALUE.gauge()
-    drifted = m.FEATURE_DRIFTED.gauge()
-    detected = m.DETECTED.gauge()
-    window = m.WINDOW_SAMPLES.gauge()
-    duration = m.CHECK_DURATION.gauge()
-    last = m.LAST_CHECK.gauge()
-    samples = m.SAMPLES.counter()
-    rejected = m.REJECTED_SAMPLES.counter()
-    load_errors = m.REFERENCE_LOAD_ERRORS.gauge()
+    fam: dict[str, Any] = {spec.name: spec.family() for spec in m.METRICS}
+
+    def add(spec: MetricSpec, labels: list[str], value: float) -> None:
+        fam[spec.name].add_metric(labels, value)
+
     for (model, version), t in sorted(monitor.tracked().items()):
         mv = [model, version]
-        window.add_metric(mv, float(len(t.window)))
-        samples.add_metric(mv, float(t.samples_total))
+        add(m.WINDOW_SAMPLES, mv, float(len(t.window)))
+        add(m.SAMPLES, mv, float(t.samples_total))
+        schema = t.ref.schema
+        for f, kind, role in zip(schema.names, schema.kinds, schema.roles, strict=True):
+            add(m.FEATURE_INFO, [*mv, f, kind, role], 1.0)
+        _confidence(fam[m.PREDICTION_CONFIDENCE.name], mv, t)
         out = t.last
         if out is None:
             continue
-        duration.add_metric(mv, out.duration_s)
-        last.add_metric(mv, out.at)
+        add(m.CHECK_DURATION, mv, out.duration_s)
+        add(m.LAST_CHECK, mv, out.at)
         r = out.result
         if r is None or r.drifted is None:
             continue
-        detected.add_metric(mv, 1.0 if r.detected else 0.0)
+        add(m.DETECTED, mv, 1.0 if r.detected else 0.0)
+        if any(schema.is_output(i) for i in range(len(schema.names))):
+            add(m.OUTPUT_DETECTED, mv, 1.0 if r.output_detected else 0.0)
         for i, feature in enumerate(r.feature_names):
-            stat.add_metric([*mv, feature], float(r.statistic[i]))
-            pval.add_metric([*mv, feature], float(r.pvalue[i]))
-            drifted.add_metric([*mv, feature], 1.0 if r.drifted[i] else 0.0)
+            mvf = [*mv, feature]
+            stat = m.CHI2_STATISTIC if r.tests[i] == CHI2 else m.KS_STATISTIC
+            add(stat, mvf, float(r.statistic[i]))
+            add(m.P_VALUE, mvf, float(r.pvalue[i]))
+            add(m.FEATURE_DRIFTED, mvf, 1.0 if r.drifted[i] else 0.0)
+            add(m.EFFECT_SIZE, mvf, float(r.effect[i]))
+            _shift(add, mvf, r.tests[i], r.shifts[i])
+        for i in r.top():
+            summary = f"{r.feature_names[i]}: {explain(r, i)}"
+            add(m.EXPLANATION, [*mv, r.feature_names[i], summary], float(r.effect[i]))
     for (model, reason), count in sorted(monitor.rejected.copy().items()):
-        rejected.add_metric([model, reason], float(count))
+        add(m.REJECTED_SAMPLES, [model, reason], float(count))
     for labels, count in load_error_series(
         sorted(monitor.refused), monitor.settings.max_references
     ):
-        load_errors.add_metric(list(labels), float(count))
-    return [stat, pval, drifted, detected, window, duration, last, samples, rejected, load_errors]
+        add(m.REFERENCE_LOAD_ERRORS, list(labels), float(count))
+    return list(fam.values())
+
+
+def _shift(add: Any, mvf: list[str], test: str, shift: Shift) -> None:
+    if test == CHI2:
+        add(m.UNSEEN, mvf, float(shift.unseen))
+        for category, ref_share, win_share in shift.categories:
+            add(m.CATEGORY_SHARE, [*mvf, category, "reference"], ref_share)
+            add(m.CATEGORY_SHARE, [*mvf, category, "window"], win_share)
+        return
+    if shift.reference_quartiles is None or shift.window_quartiles is None:
+        return
+    for q, ref_q, win_q in zip(
+        QUANTILES, shift.reference_quartiles, shift.window_quartiles, strict=True
+    ):
+        add(m.QUANTILE, [*mvf, "reference", str(q)], ref_q)
+        add(m.QUANTILE, [*mvf, "window", str(q)], win_q)
+
+
+def _confidence(fam: HistogramMetricFamily, mv: list[str], t: Tracked) -> None:
+    if t.confidence is None or t.confidence_sum is None:
+        return
+    names = [
+        f for f, r in zip(t.ref.schema.names, t.ref.schema.roles, strict=True) if r == CONFIDENCE
+    ]
+    for j, feature in enumerate(names):
+        buckets = [
+            (str(le), float(c)) for le, c in zip(CONFIDENCE_BUCKETS, t.confidence[j], strict=False)
+        ]
+        buckets.append(("+Inf", float(t.confidence[j, -1])))
+        fam.add_metric([*mv, feature], buckets, float(t.confidence_sum[j]))
+
+
+def explain(r: DriftResult, i: int) -> str:
+    """One feature's shift with its effect size, as alert descriptions and the CLI say it."""
+    what = "JS distance" if r.tests[i] == CHI2 else "W/IQR"
+    return f"{what} {float(r.effect[i]):.2g}, {r.shifts[i].describe()}"
 
 
 def load_error_series(keys: list[tuple[str, str]], limit: int) -> list[tuple[tuple[str, str], int]]:

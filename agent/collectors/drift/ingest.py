@@ -2,12 +2,17 @@
 
     POST /v1/drift/<model>/samples   JSON {"version", "rows": [{feature: value}]} or
                                      {"version", "columns": {feature: [values]}}, or NDJSON
-                                     (Content-Type application/x-ndjson, ?version=V)
+                                     (Content-Type application/x-ndjson, ?version=V); a
+                                     row holds the model's inputs and, next to them, its
+                                     outputs (the columns its reference declares outputs);
+                                     categorical values are strings
     GET  /v1/drift/<model>/check     run one check now (?version=V); JSON table
     GET  /v1/drift                   references, windows and the latest decisions
 
 Answers: 200 all rows kept; 422 some rows dropped (the others were kept: do not resend
-them), with the count per reason and the first few messages; 400 malformed body, 401
+them), with the count per reason and the first few messages; 400 malformed body or a
+value of the wrong kind for a reference with declared kinds (naming the column; nothing
+kept), 401
 no or wrong token, 404 unknown model or version, 408 body too slow, 413 body over the
 limit (nothing kept), 429 too many batches at once (retry after Retry-After).
 Every dropped sample counts in ``vigil_drift_rejected_samples_total{model,reason}``;
@@ -34,11 +39,13 @@ from agent.collectors.drift.parse import (
     Parsed,
     ParseError,
     body_version,
+    check_declarations,
     client_dropped,
     decode_json,
     parse_document,
     parse_ndjson,
 )
+from agent.collectors.drift.reference import CHI2, DriftResult
 from agent.collectors.drift.store import NAME_RE
 from agent.httpbody import read_body
 
@@ -108,6 +115,7 @@ class DriftApi:
             wanted = body_version(doc) or qversion
             dropped = client_dropped(doc)
             version, features = self.monitor.resolve(model, wanted)
+            check_declarations(doc, features)
             parsed = parse_document(doc, features, self.monitor.bounds)
         accepted = self.monitor.accept(model, version, parsed, dropped)
         return _answer(version, accepted, parsed)
@@ -162,12 +170,19 @@ class DriftApi:
                     "model": model,
                     "version": version,
                     "features": len(t.ref.feature_names),
+                    "categorical": list(t.ref.schema.categorical),
+                    "outputs": [
+                        f for i, f in enumerate(t.ref.feature_names) if t.ref.schema.is_output(i)
+                    ],
                     "reference_rows": t.ref.n,
                     "window_samples": len(t.window),
                     "samples_total": t.samples_total,
                     "detected": None
                     if last is None or last.result is None
                     else last.result.detected,
+                    "output_detected": None
+                    if last is None or last.result is None
+                    else last.result.output_detected,
                 }
             )
         return web.json_response({"references": out, "load_errors": self.monitor.load_errors})
@@ -199,18 +214,45 @@ def outcome_json(outcome: Outcome, min_samples: int) -> dict[str, Any]:
     if r is None:
         return doc
     assert r.drifted is not None
+    has_outputs = any(r.schema.is_output(i) for i in range(len(r.feature_names)))
     doc.update(
         detected=r.detected,
+        output_detected=r.output_detected if has_outputs else None,
         alpha=r.alpha,
         correction=r.correction,
         method=r.method,
         reference_rows=r.n_reference,
-        features=[
-            {"feature": f, "statistic": float(d), "pvalue": float(p), "drifted": bool(x)}
-            for f, d, p, x in zip(r.feature_names, r.statistic, r.pvalue, r.drifted, strict=True)
-        ],
+        features=[feature_json(r, i) for i in range(len(r.feature_names))],
+        top=[r.feature_names[i] for i in r.top()],
     )
     return doc
+
+
+def feature_json(r: DriftResult, i: int) -> dict[str, Any]:
+    """One feature of a check: test, numbers, decision, effect size and its shift."""
+    assert r.drifted is not None
+    shift = r.shifts[i]
+    out: dict[str, Any] = {
+        "feature": r.feature_names[i],
+        "kind": r.schema.kinds[i],
+        "role": r.schema.roles[i],
+        "test": r.tests[i],
+        "statistic": float(r.statistic[i]),
+        "pvalue": float(r.pvalue[i]),
+        "drifted": bool(r.drifted[i]),
+        "effect": float(r.effect[i]),
+        "shift": shift.describe(),
+    }
+    if shift.reference_quartiles is not None:
+        out["reference_quartiles"] = list(shift.reference_quartiles)
+        out["window_quartiles"] = list(shift.window_quartiles or ())
+    if r.tests[i] == CHI2:
+        out["unseen"] = shift.unseen
+        out["categories"] = [
+            {"category": c, "reference_share": rs, "window_share": ws}
+            for c, rs, ws in shift.categories
+        ]
+    return out
 
 
 def dumps(doc: Any) -> str:

@@ -77,6 +77,18 @@ class KsResult:
         return bool(self.drifted is not None and self.drifted.any())
 
 
+@dataclass(frozen=True)
+class KsStatistics:
+    """:meth:`ReferenceSample.statistics`: per feature D, p-value and its error bound."""
+
+    d: np.ndarray
+    pvalue: np.ndarray
+    error: np.ndarray  # p-values of the asymptotic series are exact to within this
+    mode: str
+    notes: tuple[str, ...]
+    win_sorted: np.ndarray  # (features x m), each row sorted
+
+
 def as_matrix(values: np.ndarray, n_features: int | None, what: str) -> np.ndarray:
     """Checks a (rows x features) sample: 2-D, non-empty, finite; returns float64."""
     arr = np.asarray(values, dtype=np.float64)
@@ -154,24 +166,18 @@ class ReferenceSample:
         With ``alpha``, also decides drift per feature (see :func:`decide`); p-values near a
         decision threshold are then computed exactly so that decisions match scipy's.
         """
-        if method not in ("auto", "exact", "asymp"):
-            raise ValueError(f"method must be auto, exact or asymp, not {method!r}")
         if correction not in CORRECTIONS:
             raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
-        win = as_matrix(window, self.n_features, "window")
-        # A C-ordered copy first: sorting rows of the transposed view in place would
-        # stride across the whole window for every value (measured 1.4x slower).
-        w_sorted = np.array(win.T, order="C")
-        w_sorted.sort(axis=1)
-        d = ks_statistics(self._sorted, w_sorted, self._step, self._sketch)
-        n1, n2 = self.n, int(win.shape[0])
-        pvalue, error, mode, d, notes = _pvalues(d, n1, n2, method)
+        st = self.statistics(window, method)
+        pvalue, error, d = st.pvalue, st.error, st.d
+        n1, n2 = self.n, st.win_sorted.shape[1]
+        mode, notes = st.mode, st.notes
         drifted = None
         recomputed = 0
         if alpha is not None:
             if not 0.0 < alpha < 1.0:
                 raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-            recomputed = _settle(pvalue, error, d, _effective_n(n1, n2), alpha, correction)
+            recomputed = settle(pvalue, error, d, _effective_n(n1, n2), alpha, correction)
             drifted = decide(pvalue, alpha, correction)
         return KsResult(
             feature_names=self.feature_names,
@@ -186,6 +192,20 @@ class ReferenceSample:
             exact_recomputed=recomputed,
             notes=tuple(notes),
         )
+
+    def statistics(self, window: np.ndarray, method: str = "auto") -> KsStatistics:
+        """D, p-values and their error bounds of each feature of ``window`` (m x f), no
+        decision; the sorted window comes back for the effect sizes to reuse."""
+        if method not in ("auto", "exact", "asymp"):
+            raise ValueError(f"method must be auto, exact or asymp, not {method!r}")
+        win = as_matrix(window, self.n_features, "window")
+        # A C-ordered copy first: sorting rows of the transposed view in place would
+        # stride across the whole window for every value (measured 1.4x slower).
+        w_sorted = np.array(win.T, order="C")
+        w_sorted.sort(axis=1)
+        d = ks_statistics(self._sorted, w_sorted, self._step, self._sketch)
+        pvalue, error, mode, d, notes = _pvalues(d, self.n, int(win.shape[0]), method)
+        return KsStatistics(d, pvalue, error, mode, tuple(notes), w_sorted)
 
 
 def make_sketch(ref_sorted: np.ndarray) -> tuple[int, np.ndarray | None]:
@@ -445,7 +465,7 @@ def decide(pvalue: np.ndarray, alpha: float, correction: str) -> np.ndarray:
     return p <= order[passing[-1]]
 
 
-def _settle(
+def settle(
     p: np.ndarray, error: np.ndarray, d: np.ndarray, en: float, alpha: float, correction: str
 ) -> int:
     """Recomputes exactly (in place) the p-values whose error could change a decision.

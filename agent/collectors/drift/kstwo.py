@@ -3,7 +3,7 @@
 ks_2samp's asymptotic p-value is ``kstwo.sf(D, round(n1*n2/(n1+n2)))``, which scipy
 evaluates one value at a time in Python and, in its tail, with an O(n) exact sum (5 ms per
 value at n = 4,762). Here every value comes with an error bound, so that callers can
-recompute exactly the few values whose error matters (see ks._settle): scipy's own
+recompute exactly the few values whose error matters (see ks.settle): scipy's own
 closed forms where they are cheap (error 0), the Pelz-Good series in the body (error
 <= 1e-5), and in the tail a large-deviation form (relative error <= 2 %) or Massart's
 bound. Pure numpy/scipy.

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.collectors.drift.ks import KsResult, ReferenceSample
 from agent.collectors.drift.parse import MALFORMED, Bounds, Parsed
+from agent.collectors.drift.reference import DriftResult, Reference
+from agent.collectors.drift.schema import CONFIDENCE, CaptureKinds, Schema, SchemaError
 from agent.collectors.drift.settings import MAX_BOOTSTRAP_ROWS, DriftSettings
 from agent.collectors.drift.store import (
     NAME_RE,
@@ -69,6 +70,9 @@ class IngestError(Exception):
 
 
 FEATURE_MISMATCH = "feature_mismatch"
+# Upper bounds of vigil_prediction_confidence's buckets: finer towards 1, where the
+# confidence of a served model mostly lives and where a slide (0.97 -> 0.9) matters.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class _FeatureMismatch(Exception):
@@ -128,7 +132,7 @@ class Outcome:
     model: str
     version: str
     window_samples: int
-    result: KsResult | None
+    result: DriftResult | None
     duration_s: float
     at: float  # wall-clock time of the check
 
@@ -136,11 +140,15 @@ class Outcome:
 @dataclass
 class Tracked:
     info: ReferenceInfo
-    ref: ReferenceSample
+    ref: Reference
     window: Window
     samples_total: int = 0
     last: Outcome | None = None
     checked_generation: int = -1
+    # Per confidence feature, cumulative counts of accepted values per CONFIDENCE_BUCKETS
+    # upper bound (+Inf last), and their sum: vigil_prediction_confidence.
+    confidence: np.ndarray | None = None
+    confidence_sum: np.ndarray | None = None
 
 
 @dataclass
@@ -150,6 +158,7 @@ class Capture:
     rows: int
     features: tuple[str, ...] | None = None
     chunks: list[np.ndarray] = field(default_factory=list)
+    kinds: CaptureKinds | None = None  # declared with the request; None: numeric inputs
     have: int = 0
     last_sample: float = 0.0  # monotonic clock; for expiring idle captures
 
@@ -285,7 +294,11 @@ class DriftMonitor:
                     full = True
                 else:
                     full = False
-                    self._captures[key] = Capture(rows=req.rows, last_sample=self._clock())
+                    self._captures[key] = Capture(
+                        rows=req.rows,
+                        last_sample=self._clock(),
+                        kinds=CaptureKinds(**req.declared) if any(req.declared.values()) else None,
+                    )
             if full:
                 log_limited(
                     log,
@@ -304,10 +317,12 @@ class DriftMonitor:
         for model, version in idle:
             log.info("drift capture expired", extra={"model": model, "version": version})
 
-    def _install(self, key: tuple[str, str], info: ReferenceInfo, ref: ReferenceSample) -> None:
+    def _install(self, key: tuple[str, str], info: ReferenceInfo, ref: Reference) -> None:
         with self._lock:
             old = self._tracked.get(key)
-            if old is not None and old.ref.feature_names == ref.feature_names:
+            # Same features of the same kinds and categories: the window's rows (and their
+            # category codes) still mean the same, so it is kept.
+            if old is not None and old.ref.schema == ref.schema:
                 old.info, old.ref, old.checked_generation = info, ref, -1
                 return
             s = self.settings
@@ -326,8 +341,11 @@ class DriftMonitor:
             return dict(self._tracked)
 
     # -- ingest ----------------------------------------------------------------------
-    def resolve(self, model: str, version: str | None) -> tuple[str, tuple[str, ...] | None]:
-        """The version samples go to and its feature names (None: learnt from the data)."""
+    def resolve(
+        self, model: str, version: str | None
+    ) -> tuple[str, Schema | CaptureKinds | tuple[str, ...] | None]:
+        """The version samples go to and what its rows hold: the reference's schema, a
+        capture's feature names, or None (learnt from the data)."""
         if version is not None and not NAME_RE.match(version):
             # Checked before a capture slot can be taken: junk versions must not fill them.
             raise IngestError(
@@ -363,10 +381,10 @@ class DriftMonitor:
                     raise self._unknown(model, None)
             t = self._tracked.get((model, version))
             if t is not None:
-                return version, t.ref.feature_names
+                return version, t.ref.schema
             cap = self._captures.get((model, version))
             if cap is not None:
-                return version, cap.features
+                return version, cap.kinds if cap.kinds is not None else cap.features
             if self.settings.bootstrap <= 0:
                 raise self._unknown(model, version, versions)
             # Refused here, before the body is parsed; the capture itself starts in
@@ -496,13 +514,31 @@ class DriftMonitor:
             t = self.tracked().get(key)
         if t is None or len(values) == 0:
             return len(parsed.values)
-        if values.shape[1] != t.ref.n_features:  # the reference was replaced meanwhile
+        if values.shape[1] != t.ref.n_features or (
+            parsed.schema is not None and parsed.schema != t.ref.schema
+        ):  # the reference was replaced meanwhile: these codes or columns mean other things
             self.count_rejected(model, "reference_changed", len(values))
             return 0
         t.window.append(values)
         with self._lock:
             t.samples_total += len(values)
+            self._count_confidence(t, values)
         return len(parsed.values)
+
+    def _count_confidence(self, t: Tracked, values: np.ndarray) -> None:
+        """Adds accepted confidence scores to their histogram (the caller holds the lock)."""
+        cols = [i for i, r in enumerate(t.ref.schema.roles) if r == CONFIDENCE]
+        if not cols:
+            return
+        if t.confidence is None or t.confidence_sum is None:
+            t.confidence = np.zeros((len(cols), len(CONFIDENCE_BUCKETS) + 1), dtype=np.int64)
+            t.confidence_sum = np.zeros(len(cols))
+        v = values[:, cols].T
+        # Bucket k counts values <= CONFIDENCE_BUCKETS[k] (cumulative, as Prometheus reads).
+        for k, le in enumerate(CONFIDENCE_BUCKETS):
+            t.confidence[:, k] += (v <= le).sum(axis=1)
+        t.confidence[:, -1] += v.shape[1]
+        t.confidence_sum += v.sum(axis=1)
 
     def _refuse_batch(self, label: str, parsed: Parsed, reason: str, message: str) -> int:
         """Drops every row of the batch under ``reason`` (a 422 naming it); returns 0."""
@@ -516,6 +552,8 @@ class DriftMonitor:
         with self._lock:
             if cap.features is None:
                 cap.features = parsed.features
+                if cap.kinds is not None:
+                    cap.kinds.names = parsed.features
             elif cap.features != parsed.features:
                 # Two batches resolved before either fixed the capture's features and
                 # brought different ones; mixing them cannot make one reference, and
@@ -532,13 +570,18 @@ class DriftMonitor:
             if cap.have < cap.rows or self._captures.get((model, version)) is not cap:
                 return parsed.values[:0]
             del self._captures[(model, version)]
-        ref = ReferenceSample(np.concatenate(cap.chunks), cap.features)
         try:
+            schema = (
+                cap.kinds.schema(cap.features)
+                if cap.kinds is not None
+                else Schema.numeric(cap.features)
+            )
+            ref = Reference.from_rows(np.concatenate(cap.chunks), schema)
             self.store.save(
                 model, version, ref, f"{BOOTSTRAP_SOURCE} first {cap.rows} live samples"
             )
             info, ref = self.store.load(model, version)
-        except StoreError as exc:
+        except (StoreError, SchemaError) as exc:
             # This batch's rows go back out of the capture and the capture stays: the
             # client is told nothing of this batch was taken, and resending it once the
             # state directory has room completes the same reference, with no row twice.

@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from agent.atomic import atomic_write as _atomic_write
 from agent.atomic import fsync_dir
 from agent.atomic import os_reason as _why
 from agent.collectors.drift.ks import ReferenceSample, SampleError
+from agent.collectors.drift.reference import Reference
+from agent.collectors.drift.schema import Schema, SchemaError
 
 MAGIC = b"VIGIL-DRIFT-REFERENCE 1\n"
 SUFFIX = ".ref"
@@ -83,6 +85,8 @@ class ReferenceInfo:
     source: str
     path: Path
     stamp: tuple[int, int, int]  # (inode, size, mtime_ns): changes when the file does
+    categorical: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()  # output features, confidence scores included
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class BootstrapRequest:
     version: str
     rows: int
     path: Path
+    # {"categorical": [...], "outputs": [...], "confidence": [...]}; empty: numeric inputs
+    declared: dict[str, list[str]] = field(default_factory=dict)
 
 
 class ReferenceStore:
@@ -103,7 +109,10 @@ class ReferenceStore:
         return self.refs / check_name("model", model) / (check_name("version", version) + SUFFIX)
 
     # -- writing -------------------------------------------------------------------
-    def save(self, model: str, version: str, sample: ReferenceSample, source: str) -> Path:
+    def save(
+        self, model: str, version: str, sample: ReferenceSample | Reference, source: str
+    ) -> Path:
+        sample = Reference.of(sample)
         check_features(sample.feature_names)
         payload = np.ascontiguousarray(sample.sorted_values, dtype="<f8").tobytes()
         header: dict[str, Any] = {
@@ -115,6 +124,9 @@ class ReferenceStore:
             "layout": "features-by-rows, sorted",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": source,
+            # Kinds, roles and categories; absent for numeric inputs only, which keeps
+            # those files readable by agents that predate them.
+            **sample.schema.header(),
         }
         header["sha256"] = _digest(header, payload)
         path = self.path(model, version)
@@ -135,9 +147,18 @@ class ReferenceStore:
             path.parent.rmdir()
         return True
 
-    def request_bootstrap(self, model: str, version: str, rows: int) -> Path:
+    def request_bootstrap(
+        self,
+        model: str,
+        version: str,
+        rows: int,
+        declared: dict[str, list[str]] | None = None,
+    ) -> Path:
         path = self.boot / check_name("model", model) / (check_name("version", version) + ".json")
-        atomic_write(path, json.dumps({"model": model, "version": version, "rows": rows}).encode())
+        doc: dict[str, Any] = {"model": model, "version": version, "rows": rows}
+        if declared and any(declared.values()):
+            doc["declared"] = declared
+        atomic_write(path, json.dumps(doc).encode())
         return path
 
     def cancel_bootstrap(self, model: str, version: str) -> None:
@@ -150,10 +171,10 @@ class ReferenceStore:
             raise StoreError(f"cannot remove the capture request {path}: {_why(exc)}") from None
 
     # -- reading -------------------------------------------------------------------
-    def load(self, model: str, version: str) -> tuple[ReferenceInfo, ReferenceSample]:
+    def load(self, model: str, version: str) -> tuple[ReferenceInfo, Reference]:
         return self.load_path(self.path(model, version))
 
-    def load_path(self, path: Path) -> tuple[ReferenceInfo, ReferenceSample]:
+    def load_path(self, path: Path) -> tuple[ReferenceInfo, Reference]:
         try:
             with open(path, "rb") as fh:
                 stamp = _stamp(os.fstat(fh.fileno()))
@@ -172,8 +193,8 @@ class ReferenceStore:
             raise _corrupt(path, header, "checksum mismatch")
         values = np.frombuffer(payload, dtype="<f8").reshape(len(names), n)
         try:
-            sample = ReferenceSample.from_sorted(values, names)
-        except SampleError as exc:
+            sample = Reference(values, Schema.from_header(names, header))
+        except (SampleError, SchemaError) as exc:
             raise _corrupt(path, header, str(exc)) from None
         return _info(header, path, stamp), sample
 
@@ -245,6 +266,7 @@ class ReferenceStore:
                         check_name("version", doc["version"]),
                         rows,
                         path,
+                        _declared_lists(doc.get("declared", {})),
                     )
                 )
             except (OSError, ValueError, KeyError, TypeError, StoreError):
@@ -337,4 +359,27 @@ def _info(header: dict[str, Any], path: Path, stamp: tuple[int, int, int]) -> Re
         source=str(header.get("source", "")),
         path=path,
         stamp=stamp,
+        categorical=_declared(header, "kinds", ("categorical",)),
+        outputs=_declared(header, "roles", ("output", "confidence")),
     )
+
+
+def _declared(header: dict[str, Any], key: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The features whose ``key`` (kinds or roles) is one of ``values``; none if absent."""
+    listed = header.get(key)
+    if not isinstance(listed, list) or len(listed) != len(header["features"]):
+        return ()
+    return tuple(f for f, v in zip(header["features"], listed, strict=True) if v in values)
+
+
+def _declared_lists(doc: Any) -> dict[str, list[str]]:
+    """A request file's declarations, checked (a ValueError ignores the request)."""
+    if not isinstance(doc, dict):
+        raise ValueError("declared must be an object")
+    out = {}
+    for key in ("categorical", "outputs", "confidence"):
+        cols = doc.get(key, [])
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise ValueError(f"declared {key} must be a list of names")
+        out[key] = cols
+    return out

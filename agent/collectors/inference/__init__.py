@@ -24,6 +24,7 @@ a snapshot into families; ``collector`` runs the rounds.
 
 from __future__ import annotations
 
+from agent.collectors.drift import lengths
 from agent.collectors.inference.collector import factory
 from agent.collectors.inference.doctor import doctor
 from agent.collectors.inference.metrics import METRICS
@@ -36,5 +37,5 @@ SPEC = CollectorSpec(
     settings=InferenceSettings,
     factory=factory,
     doctor=doctor,
-    metrics=METRICS,
+    metrics=(*METRICS, *lengths.METRICS),
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from agent.collectors.drift.lengths import LengthDrift
 from agent.collectors.inference import kinds, probe
 from agent.collectors.inference.render import render
 from agent.collectors.inference.settings import InferenceSettings
@@ -73,8 +74,11 @@ class InferenceCollector(SnapshotCollector):
         settings: InferenceSettings,
         procfs: str,
         clock: Callable[[], float] = time.monotonic,
+        lengths: LengthDrift | None = None,
     ) -> None:
         super().__init__(settings.interval)
+        # Prompt/generation length drift of LLM servers, fed from the scrapes below.
+        self.lengths = lengths if lengths is not None else LengthDrift(None)
         self.discovery = discovery
         self.settings = settings
         self.reader = ProcReader(procfs)
@@ -94,7 +98,7 @@ class InferenceCollector(SnapshotCollector):
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def render(self, snapshot: Snapshot) -> Iterable[Metric]:
-        return render(snapshot)
+        return [*render(snapshot), *self.lengths.render()]
 
     # -- a round ----------------------------------------------------------------------------
     def refresh(self) -> Snapshot:
@@ -110,6 +114,7 @@ class InferenceCollector(SnapshotCollector):
         # Every request inside a task has its own deadline, so the wait is bounded by them.
         wait([self._pool.submit(self._probe_target, s) for s in due])
         live = [s for s in self.states.values() if s.confirmed]
+        self.lengths.forget((*s.target.labels, str(s.target.port), s.kind) for s in live)
         by_source = {src: 0 for src in SOURCES}
         for s in live:
             by_source[s.target.source] += 1
@@ -294,7 +299,16 @@ class InferenceCollector(SnapshotCollector):
         except Exception as exc:  # a parser bug: no numbers this round rather than old ones
             self._scrape_failed(state, "error", f"{type(exc).__name__}: {exc}")
             return False
-        state.record_stats(stats, dropped, self._now(), s.stall_after)
+        now = self._now()
+        state.record_stats(stats, dropped, now, s.stall_after)
+        key = (*t.labels, str(t.port), state.kind)
+        for model, st in stats.items():
+            for length, hist in (
+                ("prompt", st.prompt_tokens),
+                ("generation", st.generation_tokens),
+            ):
+                if hist is not None:
+                    self.lengths.observe(key, model, length, hist.buckets, now)
         return True
 
     def _scrape_failed(self, state: TargetState, reason: str, detail: str, status: int = 0) -> None:
@@ -340,4 +354,6 @@ class InferenceCollector(SnapshotCollector):
 
 
 def factory(ctx: Context, settings: InferenceSettings) -> InferenceCollector:
-    return InferenceCollector(ctx.discovery, settings, ctx.paths.procfs)
+    return InferenceCollector(
+        ctx.discovery, settings, ctx.paths.procfs, lengths=LengthDrift(ctx.paths.state_dir)
+    )

@@ -57,6 +57,10 @@ class ModelStats:
     kv_cache_usage_ratio: float | None = None  # 0..1
     generated_tokens_total: float | None = None
     finished_total: float | None = None  # any finished request: progress for stall detection
+    # Token counts per request (bounds in tokens, not seconds), vLLM and SGLang: what the
+    # drift of prompt and generation lengths is tested on (agent/collectors/drift/lengths.py).
+    prompt_tokens: Histogram | None = None
+    generation_tokens: Histogram | None = None
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,7 @@ _VLLM_NAMES = [
     "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:generation_tokens_total",
     "http_requests_total",
     "vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds",
+    "vllm:request_prompt_tokens", "vllm:request_generation_tokens",
 ]  # fmt: skip
 _VLLM_NOT_SUCCESS = frozenset({"abort", "error"})
 
@@ -414,6 +419,8 @@ def _vllm(s: Samples) -> _Fields:
     kv = _max(s, "vllm:kv_cache_usage_perc", label) or _max(s, "vllm:gpu_cache_usage_perc", label)
     f.put("kv_cache_usage_ratio", kv)
     f.put("generated_tokens_total", _sum(s, "vllm:generation_tokens_total", label))
+    f.put("prompt_tokens", _histograms(s, "vllm:request_prompt_tokens", label))
+    f.put("generation_tokens", _histograms(s, "vllm:request_generation_tokens", label))
     models = {lb.get(label, "") for name, rows in s.items() if name.startswith("vllm:")
               for lb, _ in rows}  # fmt: skip
     if _has(s, "http_requests_total"):
@@ -436,6 +443,7 @@ _SGLANG_NAMES = [
     "sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
     "sglang:generation_tokens_total",
     "sglang:e2e_request_latency_seconds", "sglang:time_to_first_token_seconds",
+    "sglang:prompt_tokens_histogram", "sglang:generation_tokens_histogram",
 ]  # fmt: skip
 
 
@@ -455,6 +463,8 @@ def _sglang(s: Samples) -> _Fields:
     f.put("running_requests", _sum(s, "sglang:num_running_reqs", label))
     f.put("kv_cache_usage_ratio", _max(s, "sglang:token_usage", label))
     f.put("generated_tokens_total", _sum(s, "sglang:generation_tokens_total", label))
+    f.put("prompt_tokens", _histograms(s, "sglang:prompt_tokens_histogram", label))
+    f.put("generation_tokens", _histograms(s, "sglang:generation_tokens_histogram", label))
     return f
 
 

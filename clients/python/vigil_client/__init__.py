@@ -166,8 +166,16 @@ class DriftClient:
         self._thread = threading.Thread(target=self._run, name="vigil-drift-client", daemon=True)
         self._thread.start()
 
-    def record(self, row: Mapping[str, Any]) -> bool:
-        """Queues one row of feature values; False (and counted) when it had to be dropped."""
+    def record(self, row: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> bool:
+        """Queues one row of feature values; False (and counted) when it had to be dropped.
+
+        ``outputs``: what the model answered for this row (a predicted label, a score, a
+        confidence), as the reference names those columns (``--output``, ``--confidence``);
+        they travel in the same row, so inputs and outputs are tested on the same requests.
+        Categorical values are strings, numeric ones numbers.
+        """
+        if outputs:
+            row = {**row, **outputs}
         try:
             self._queue.put_nowait(row)
             return True
