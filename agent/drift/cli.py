@@ -48,6 +48,7 @@ from agent.collectors.drift.store import (
 from agent.collectors.inference import kinds as inference_kinds
 from agent.config import default_state_dir
 from agent.drift.client import find_token
+from agent.explain.client import default_agent_url
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
 FORMATS = {".csv": "csv", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -229,7 +230,7 @@ def register(sub: Any) -> None:
     ck.add_argument(
         "--agent",
         metavar="URL",
-        default=_default_agent(),
+        default=default_agent_url(),
         help="the running agent (default from VIGIL_LISTEN, else %(default)s)",
     )
     ck.add_argument(
@@ -258,15 +259,6 @@ def register(sub: Any) -> None:
     ck.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(ck)
     ck.set_defaults(func=_run(cmd_check))
-
-
-def _default_agent() -> str:
-    """The agent `vigil run` would start with the same environment (loopback address)."""
-    host, _, port = os.environ.get("VIGIL_LISTEN", ":9475").rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port or 9475}"
 
 
 def _help(p: argparse.ArgumentParser) -> int:
