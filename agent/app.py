@@ -96,7 +96,9 @@ class Agent:
             interval=float(config.get("discovery.interval")),
             resolver=self.pods,
         )
-        self.ctx = Context(discovery=self.discovery, paths=config.paths)
+        self.ctx = Context(
+            discovery=self.discovery, paths=config.paths, families=self._latest_families
+        )
         # A bad --web.config.file is a usage error, found before anything starts.
         web_file = str(config.get("web.config.file") or "")
         self.web_config = load_web_config(web_file) if web_file else WebConfig()
@@ -124,7 +126,7 @@ class Agent:
         entries = start_collectors(self.specs, self.ctx, enabled, self.config.settings)
         # Discovery renders through the same isolating wrapper as the collectors.
         entries.insert(0, Entry("discovery", self.discovery, "running"))
-        self.collectors = CollectorSet(entries)
+        self.collectors = CollectorSet(entries, max_series=self.config.max_series())
         self.registry.register(BuildInfo())
         self.registry.register(self.collectors)
         # The agent's own CPU and memory (process_*), for the "Vigil itself" dashboard.
@@ -156,6 +158,27 @@ class Agent:
                 self.registry, endpoint, float(self.config.get("otlp-interval"))
             )
             self.otlp.start()
+
+    def _latest_families(self) -> list[Metric]:
+        """Every running collector's latest families but the diagnosis's own, each taken
+        whole or not at all as a scrape takes them: the diagnosis reads the metric
+        contract, not the collectors' internals."""
+        if self.collectors is None:
+            return []
+        out: list[Metric] = []
+        for entry in self.collectors.entries:
+            if entry.name == "diagnosis" or entry.collector is None or entry.state != "running":
+                continue
+            try:
+                out.extend(entry.collector.collect())
+            except Exception as exc:
+                # The scrape counts and logs a failing collector; here its signals are
+                # simply missing from this round.
+                log.debug(
+                    "collector skipped by the diagnosis",
+                    extra={"collector": entry.name, "error": str(exc)},
+                )
+        return out
 
     def _api_auth(self) -> BearerAuth:
         """The token of the /v1 APIs: --ingest-token-file, else one generated on first start

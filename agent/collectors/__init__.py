@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.collectors import drift, gpu, inference, profile, sched
+from agent.collectors import cgroup, diagnosis, drift, gpu, inference, profile, sched
 from agent.registry import CollectorSpec
 
 SPECS: tuple[CollectorSpec, ...] = (
@@ -11,6 +11,9 @@ SPECS: tuple[CollectorSpec, ...] = (
     profile.SPEC,
     inference.SPEC,
     drift.SPEC,
+    cgroup.SPEC,
+    # Last: it reads what the others publish.
+    diagnosis.SPEC,
 )
 
 
