@@ -2,6 +2,8 @@
 
   vigil run        the node agent (metrics on :9475)
   vigil doctor     can each collector run here? what fixes it?
+  vigil explain    why is this pod slow or wrong? (asks the running agent)
+  vigil top        the same, live, one row per watched pod
   vigil version    print the version
 
 Settings come from defaults < --config FILE < VIGIL_* environment < flags; see
@@ -235,9 +237,9 @@ def build_parser(specs: Sequence[CollectorSpec] = SPECS) -> argparse.ArgumentPar
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
-    """Subcommands that live with their component (drift, rollback-controller)."""
+    """Subcommands that live with their component (explain and top, drift, rollback-controller)."""
     out: list[Callable[[Any], None]] = []
-    for module in ("agent.drift.cli", "agent.rollback.cli"):
+    for module in ("agent.explain", "agent.drift.cli", "agent.rollback.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -58,6 +58,8 @@ install_system_packages() {
         # prometheus-node-exporter, the anchor of bench/footprint.
         pkgs+=(prometheus prometheus-alertmanager linux-perf procps bpftool curl
                prometheus-node-exporter)
+        # tmux: the `vigil top` tests drive the real terminal view in it (keys, screen).
+        pkgs+=(tmux)
         # `kubectl kustomize` renders deploy/ in the tests; any kubectl will do.
         command -v kubectl >/dev/null || pkgs+=(kubernetes-client)
     fi
