@@ -32,7 +32,7 @@ import yaml
 
 from agent.auth import INGEST_TOKEN_NAME
 from agent.options import ConfigError, Field, SettingError, build, declared
-from agent.registry import CollectorSpec, Paths
+from agent.registry import CollectorSpec, Paths, max_series_default
 
 # Python processes whose command line names a common inference server or framework,
 # plus the non-Python servers that are usually the GPU holders. Matched against the
@@ -234,6 +234,17 @@ def collector_fields(spec: CollectorSpec) -> list[Field]:
         # value read from flags, env or YAML, so that a value equal to the default is equal.
         default = list(opt.default) if opt.type == "list" else opt.default
         fields.append(replace(opt, key=f"collector.{spec.name}.{opt.key}", default=default))
+    # Every collector's series cap, enforced by the scrape wrapper (agent/registry.py).
+    fields.append(
+        Field(
+            f"collector.{spec.name}.max-series",
+            "int",
+            max_series_default(spec.name),
+            "most series the collector may export per scrape; whole series beyond it are "
+            "dropped and counted in vigil_scrape_collector_series_dropped (docs/scale.md).",
+            minimum=1,
+        )
+    )
     return fields
 
 
@@ -274,6 +285,10 @@ class Config:
 
     def enabled(self, collector: str) -> bool:
         return bool(self.values[f"collector.{collector}"])
+
+    def max_series(self) -> dict[str, int]:
+        """Each collector's series cap (collector.<name>.max-series)."""
+        return {s.name: int(self.values[f"collector.{s.name}.max-series"]) for s in self.specs}
 
     def explicitly_enabled(self, collector: str) -> bool:
         key = f"collector.{collector}"

@@ -12,10 +12,19 @@ success 0 and is logged once. One whose hardware is simply absent (no NVIDIA dri
 CPU-only node) is *not applicable*: it renders nothing, keeps success 1 and says why with
 ``vigil_collector_state{collector,state="not_applicable"}`` — a CPU-only node is not a
 failing one.
+
+The same wrapper enforces each collector's series budget (docs/scale.md): past
+``--collector.<name>.max-series`` it drops whole series — a histogram's buckets, sum and
+count together — in a deterministic order, and says how many with
+``vigil_scrape_collector_series_dropped{collector}``. The collectors' own caps (profile
+top-K, drift features, inference targets and models) keep a node far below it; the cap is
+the backstop that keeps one runaway label from costing the fleet's Prometheus a million
+series.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 from agent.log import log_limited
 from agent.loop import Loop
@@ -109,6 +119,9 @@ class Context:
     # Components mount HTTP routes here (drift ingest, profiles); the server adds them,
     # behind the API bearer token, whatever the listen address.
     routes: list[web.RouteDef] = field(default_factory=list)
+    # Every other collector's latest families (the metric contract), for the diagnosis;
+    # set by the agent, None where no agent runs them (a doctor).
+    families: Callable[[], Iterable[Metric]] | None = None
 
 
 # factory(ctx, settings) -> collector; doctor(settings, paths) -> checks. ``settings`` is
@@ -272,7 +285,94 @@ COLLECTOR_STATE = MetricSpec(
     "agent",
     ("collector", "state"),
 )
-METRICS = (SCRAPE_SUCCESS, SCRAPE_DURATION, COLLECTOR_ERRORS, COLLECTOR_STATE)
+SCRAPE_SERIES = MetricSpec(
+    "vigil_scrape_collector_series",
+    "gauge",
+    "Series the collector exported in this scrape, after its max-series cap "
+    "(a histogram's every bucket, sum and count count; docs/scale.md has the budget).",
+    "agent",
+    ("collector",),
+)
+SCRAPE_MAX_SERIES = MetricSpec(
+    "vigil_scrape_collector_max_series",
+    "gauge",
+    "The collector's series cap (--collector.<name>.max-series).",
+    "agent",
+    ("collector",),
+)
+SCRAPE_SERIES_DROPPED = MetricSpec(
+    "vigil_scrape_collector_series_dropped",
+    "gauge",
+    "Series the collector rendered in this scrape but the agent dropped because they were "
+    "over its max-series cap; above 0, some pods, GPUs or models are missing from /metrics.",
+    "agent",
+    ("collector",),
+)
+METRICS = (
+    SCRAPE_SUCCESS,
+    SCRAPE_DURATION,
+    COLLECTOR_ERRORS,
+    COLLECTOR_STATE,
+    SCRAPE_SERIES,
+    SCRAPE_MAX_SERIES,
+    SCRAPE_SERIES_DROPPED,
+)
+
+# Series cap per collector above the documented maximum node (docs/scale.md: 8 GPUs, 64
+# watched processes, 8 models x 32 drift features, profile top-K 10: 13,631 series) with
+# room to spare: the cap is there to stop a runaway label, not to trim a node that runs
+# as documented. A collector not listed (one added later) gets DEFAULT_MAX_SERIES.
+MAX_SERIES: dict[str, int] = {
+    "discovery": 2_000,
+    "sched": 10_000,
+    "gpu": 5_000,
+    "profile": 5_000,
+    "inference": 10_000,
+    "drift": 5_000,
+}
+DEFAULT_MAX_SERIES = 5_000
+
+
+def max_series_default(collector: str) -> int:
+    """The cap a collector gets unless --collector.<name>.max-series says otherwise."""
+    return MAX_SERIES.get(collector, DEFAULT_MAX_SERIES)
+
+
+def _series_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    # A histogram's buckets (le) and a summary's quantiles belong to one series for the cap:
+    # dropping only some of them would leave a histogram Prometheus cannot use.
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in ("le", "quantile")))
+
+
+def cap_series(families: Sequence[Metric], limit: int) -> tuple[list[Metric], int, int]:
+    """At most ``limit`` samples of ``families``: (the families kept, samples kept, dropped).
+
+    Whole label sets are kept or dropped (a histogram's buckets, sum and count, a counter's
+    _total and _created), families in their rendered order, the label sets of a family in
+    sorted order, so the same input drops the same series on every scrape and every node.
+    A label set too large for what is left is skipped for smaller ones after it. Pure.
+    """
+    total = sum(len(f.samples) for f in families)
+    if total <= limit:  # every scrape of a node within its budget: nothing to copy
+        return list(families), total, 0
+    out: list[Metric] = []
+    left = limit
+    for fam in families:
+        groups: dict[tuple[tuple[str, str], ...], list[Sample]] = {}
+        for sample in fam.samples:
+            groups.setdefault(_series_key(sample.labels), []).append(sample)
+        kept: list[Sample] = []
+        for key in sorted(groups):
+            group = groups[key]
+            if len(group) <= left:
+                kept.extend(group)
+                left -= len(group)
+        if kept:
+            trimmed = copy.copy(fam)
+            trimmed.samples = kept
+            out.append(trimmed)
+    exported = limit - left
+    return out, exported, total - exported
 
 
 class CollectorSet:
@@ -281,9 +381,18 @@ class CollectorSet:
     Registered on a private ``CollectorRegistry``, so only Vigil's own series appear.
     """
 
-    def __init__(self, entries: Sequence[Entry], clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        clock: Callable[[], float] = time.perf_counter,
+        max_series: Mapping[str, int] | None = None,
+    ):
         self.entries = list(entries)
         self._clock = clock
+        given = max_series or {}
+        self.max_series = {
+            e.name: given.get(e.name, max_series_default(e.name)) for e in self.entries
+        }
         self._errors: dict[str, int] = {e.name: 0 for e in self.entries}
         self._lock = threading.Lock()
 
@@ -296,11 +405,30 @@ class CollectorSet:
         success = SCRAPE_SUCCESS.gauge()
         duration = SCRAPE_DURATION.gauge()
         state = COLLECTOR_STATE.gauge()
+        series = SCRAPE_SERIES.gauge()
+        limits = SCRAPE_MAX_SERIES.gauge()
+        dropped = SCRAPE_SERIES_DROPPED.gauge()
         for entry in self.entries:
             ok, families, elapsed = self._run(entry)
-            yield from families
+            limit = self.max_series[entry.name]
+            kept, exported, over = cap_series(families, limit)
+            if over:
+                log_limited(
+                    log,
+                    logging.WARNING,
+                    f"max-series:{entry.name}",
+                    "collector over its series cap; series dropped",
+                    collector=entry.name,
+                    max_series=limit,
+                    dropped=over,
+                    every=300.0,
+                )
+            yield from kept
             success.add_metric([entry.name], 1.0 if ok else 0.0)
             duration.add_metric([entry.name], elapsed)
+            series.add_metric([entry.name], float(exported))
+            limits.add_metric([entry.name], float(limit))
+            dropped.add_metric([entry.name], float(over))
             for s in STATES:
                 state.add_metric([entry.name, s], 1.0 if entry.state == s else 0.0)
         errors = COLLECTOR_ERRORS.counter()
@@ -311,6 +439,9 @@ class CollectorSet:
         yield duration
         yield state
         yield errors
+        yield series
+        yield limits
+        yield dropped
 
     def _run(self, entry: Entry) -> tuple[bool, list[Metric], float]:
         if entry.state == "not_applicable":

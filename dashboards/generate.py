@@ -27,6 +27,7 @@ from typing import Any
 from panels import (
     BYTES,
     CELSIUS,
+    COUNT,
     FULL,
     HALF,
     HERTZ,
@@ -68,6 +69,10 @@ VERSION = MODEL + ', version=~"$version"'
 IS_AGENT = "and on (instance, job) vigil_build_info{" + NODE + "}"
 RATE = "$__rate_interval"
 PER_GPU = "{{node}} GPU {{gpu}}"  # the legend of a per-GPU series
+# Fleet panels read the recording rules' series (alerts/recording.tmpl.yml), which keep
+# `cluster` and at most `node`: at 1,000 nodes a raw aggregation reads every GPU's and
+# every pod's series on each refresh (docs/scale.md). Per-model series have no node.
+CLUSTER = 'cluster=~"$cluster"'
 
 
 def cluster_node_vars() -> list[dict[str, Any]]:
@@ -136,11 +141,12 @@ def node_overview() -> dict[str, Any]:
         row("GPUs"),
         stat(
             "GPUs up",
-            "GPUs that answer NVML on the selected nodes, out of those the agent knows. "
-            "A lost GPU (NVML_ERROR_GPU_IS_LOST) does not come back without a reset.",
+            "GPUs that answer NVML on the selected nodes (all their GPUs, whatever the GPU "
+            "choice), out of those the agent knows. A lost GPU (NVML_ERROR_GPU_IS_LOST) does "
+            "not come back without a reset. Reads the per-node recorded series.",
             [
-                target(f"sum(vigil_gpu_up{{{GPU}}})", "up"),
-                target(f"count(vigil_gpu_up{{{GPU}}})", "known"),
+                target(f"sum(node:vigil_gpu_up:sum{{{NODE}}})", "up"),
+                target(f"sum(node:vigil_gpu_up:count{{{NODE}}})", "known"),
             ],
             w=4,
             h=6,
@@ -149,7 +155,7 @@ def node_overview() -> dict[str, Any]:
             "Watched processes",
             "Processes the agent watches on the selected nodes: command lines matching "
             "--watch, plus every process holding a GPU.",
-            [target(f"count(vigil_watched_process_info{{{NODE}}})", "processes")],
+            [target(f"sum(node:vigil_watched_process_info:count{{{NODE}}})", "processes")],
             w=4,
             h=6,
         ),
@@ -170,6 +176,36 @@ def node_overview() -> dict[str, Any]:
             hide=INFO_HIDDEN_COLUMNS,
             w=HALF,
             h=6,
+        ),
+        timeseries(
+            "GPU utilization by node",
+            "Mean utilization of each node's GPUs: the fleet at a glance, from the per-node "
+            "recorded series (node:vigil_gpu_utilization_ratio:avg).",
+            [target(f"node:vigil_gpu_utilization_ratio:avg{{{NODE}}}", "{{node}}")],
+            RATIO,
+            maximum=1,
+        ),
+        timeseries(
+            "GPU memory used by node",
+            "Share of each node's GPU memory in use, over all its GPUs "
+            "(node:vigil_gpu_memory_used_bytes:ratio).",
+            [target(f"node:vigil_gpu_memory_used_bytes:ratio{{{NODE}}}", "{{node}}")],
+            RATIO,
+            maximum=1,
+        ),
+        timeseries(
+            "Pods waiting longest for a CPU",
+            "The ten pods with the highest 99th percentile run-queue wait over the last "
+            "minute (node_namespace_pod:vigil_sched_runqueue_latency_seconds:p99_rate1m). "
+            "Milliseconds here starve a GPU feeding loop; the workload dashboard shows why.",
+            [
+                target(
+                    "topk(10, node_namespace_pod:vigil_sched_runqueue_latency_seconds:p99_rate1m"
+                    f"{{{NODE}}})",
+                    "{{node}} {{namespace}}/{{pod}}",
+                )
+            ],
+            SECONDS,
         ),
         timeseries(
             "GPU utilization",
@@ -669,11 +705,13 @@ def drift() -> dict[str, Any]:
         row("Drift"),
         stat(
             "Drift detected",
-            "Per model version: 1 when the KS test rejects 'same distribution as the "
-            "reference' for a feature (after the multiple-test correction).",
+            "Per model version, over all nodes of the cluster: 1 when a node's KS test "
+            "rejects 'same distribution as the reference' for a feature (after the "
+            "multiple-test correction). Reads model_version:vigil_drift_detected:max.",
             [
                 target(
-                    f"max by (model, version) (vigil_drift_detected{{{VERSION}}})",
+                    "max by (model, version) (model_version:vigil_drift_detected:max"
+                    f'{{{CLUSTER}, model=~"$model", version=~"$version"}})',
                     "{{model}} {{version}}",
                 )
             ],
@@ -711,6 +749,77 @@ def drift() -> dict[str, Any]:
             w=HALF,
         ),
         timeseries(
+            "Largest KS statistic per model",
+            "The largest KS statistic of any feature on any node of the cluster, per model "
+            "version (model_version:vigil_drift_ks_statistic:max).",
+            [
+                target(
+                    "model_version:vigil_drift_ks_statistic:max"
+                    f'{{{CLUSTER}, model=~"$model", version=~"$version"}}',
+                    "{{model}} {{version}}",
+                )
+            ],
+            maximum=1,
+            w=HALF,
+        ),
+        timeseries(
+            "Effect size per feature",
+            "How far each feature moved, whatever the sample size: numeric, Wasserstein "
+            "distance in reference IQRs (VigilInputDriftLarge above 0.5); categorical, "
+            "Jensen-Shannon distance, 0 to 1 (above 0.2). See docs/drift.md.",
+            [target(f"vigil_drift_effect_size{{{VERSION}}}", "{{model}} {{version}} {{feature}}")],
+            w=HALF,
+        ),
+        timeseries(
+            "Reference vs window quartiles: $feature",
+            "Quartiles (0.25, 0.5, 0.75) of the chosen numeric feature in the reference "
+            "(flat) and in the live window at each check: which way it moved and how far.",
+            [
+                target(
+                    f'vigil_drift_feature_quantile{{{VERSION}, feature=~"$feature"}}',
+                    "{{model}} {{version}} {{feature}} {{sample}} q{{quartile}}",
+                )
+            ],
+            w=HALF,
+        ),
+        timeseries(
+            "Category shares that moved most",
+            "Share of each categorical feature's categories whose share moved most, in the "
+            "reference and in the window (__unseen__: categories the reference never had).",
+            [
+                target(
+                    f"vigil_drift_category_share_ratio{{{VERSION}}}",
+                    "{{model}} {{version}} {{feature}}={{category}} {{sample}}",
+                )
+            ],
+            RATIO,
+            w=HALF,
+        ),
+        timeseries(
+            "Prediction confidence",
+            "Median and 10th percentile of the confidence scores the model reported "
+            "(vigil_prediction_confidence), per model version: a model growing unsure "
+            "shows here before its accuracy can be measured.",
+            [
+                target(
+                    f"histogram_quantile({q}, sum by (model, version, feature, le) "
+                    f"(rate(vigil_prediction_confidence_bucket{{{VERSION}}}[{RATE}])))",
+                    f"{{{{model}}}} {{{{version}}}} {{{{feature}}}} p{int(q * 100)}",
+                )
+                for q in (0.5, 0.1)
+            ],
+            maximum=1,
+            w=HALF,
+        ),
+        timeseries(
+            "Output drift detected",
+            "vigil_drift_output_detected per model version: 1 when what the model predicts "
+            "(features declared as outputs) drifted from the reference's outputs.",
+            [target(f"vigil_drift_output_detected{{{VERSION}}}", "{{model}} {{version}}")],
+            maximum=1,
+            w=HALF,
+        ),
+        timeseries(
             "Detections",
             "vigil_drift_detected over time per model version.",
             [target(f"vigil_drift_detected{{{VERSION}}}", "{{model}} {{version}}")],
@@ -737,6 +846,45 @@ def drift() -> dict[str, Any]:
                 ),
             ],
             PER_SECOND,
+        ),
+        row("Models in service"),
+        timeseries(
+            "Requests by model",
+            "Requests per second each model finished over all its servers in the cluster, "
+            "by outcome (model:vigil_inference_requests:rate1m).",
+            [
+                target(
+                    f"model:vigil_inference_requests:rate1m{{{CLUSTER}}}", "{{model}} {{outcome}}"
+                )
+            ],
+            PER_SECOND,
+        ),
+        timeseries(
+            "Error ratio by model",
+            "Share of each model's requests that failed over the last minute, over all its "
+            "servers (model:vigil_inference_requests:error_ratio_rate1m). The per-pod view "
+            "is on the workload dashboard.",
+            [
+                target(
+                    f"model:vigil_inference_requests:error_ratio_rate1m{{{CLUSTER}}}",
+                    "{{model}}",
+                )
+            ],
+            RATIO,
+        ),
+        timeseries(
+            "Request latency by model",
+            "p50, p95 and p99 of each model's request latency over all its servers "
+            "(model:vigil_inference_request_duration_seconds:p*_rate1m); servers that export "
+            "a sum and a count only have none.",
+            [
+                target(
+                    f"model:vigil_inference_request_duration_seconds:{p}_rate1m{{{CLUSTER}}}",
+                    f"{p} {{{{model}}}}",
+                )
+                for p in ("p50", "p95", "p99")
+            ],
+            SECONDS,
         ),
         row("Rollbacks"),
         table(
@@ -775,6 +923,11 @@ def drift() -> dict[str, Any]:
                 "version",
                 "Version",
                 "label_values(vigil_drift_window_samples{" + MODEL + "}, version)",
+            ),
+            query_variable(
+                "feature",
+                "Feature",
+                "label_values(vigil_drift_feature_quantile{" + VERSION + "}, feature)",
             ),
         ],
         panels,
@@ -857,6 +1010,20 @@ def vigil_itself() -> dict[str, Any]:
             w=HALF,
         ),
         timeseries(
+            "Series per collector",
+            "Series each collector exported in the last scrape, and those the agent dropped "
+            "because the collector was over its --collector.<name>.max-series cap (above 0: "
+            "some pods, GPUs or models are missing; docs/scale.md has the budget).",
+            [
+                target(f"vigil_scrape_collector_series{{{NODE}}}", "{{node}} {{collector}}"),
+                target(
+                    f"vigil_scrape_collector_series_dropped{{{NODE}}}",
+                    "{{node}} {{collector}} dropped",
+                ),
+            ],
+            w=HALF,
+        ),
+        timeseries(
             "Scrape duration",
             "Time Prometheus took to scrape each agent (scrape_duration_seconds).",
             [target(f"scrape_duration_seconds{{{NODE}}} {IS_AGENT}", "{{node}}")],
@@ -900,7 +1067,156 @@ def vigil_itself() -> dict[str, Any]:
     )
 
 
+# Links from a diagnosed pod (or bare process) to the dashboards that show its evidence,
+# filtered to it, keeping the time range.
+_TO_POD = (
+    "var-cluster=${__field.labels.cluster}&var-node=${__field.labels.node}"
+    "&var-namespace=${__field.labels.namespace}&var-pod=${__field.labels.pod}"
+    "&var-container=${__field.labels.container}&var-comm=${__field.labels.comm}"
+    "&var-pid=${__field.labels.pid}&${__url_time_range}"
+)
+DIAGNOSIS_LINKS = [
+    Link(
+        "Workload: CPU, GPU use, Python profile of this pod",
+        f"/d/vigil-inference-workload?{_TO_POD}",
+    ),
+    Link(
+        "Node: the GPUs of this node",
+        "/d/vigil-node-overview?var-cluster=${__field.labels.cluster}"
+        "&var-node=${__field.labels.node}&${__url_time_range}",
+    ),
+    Link(
+        "Drift: models and rollbacks",
+        "/d/vigil-drift-rollbacks?var-cluster=${__field.labels.cluster}&${__url_time_range}",
+    ),
+]
+
+
+def diagnosis() -> dict[str, Any]:
+    cause = f"vigil_diagnosis_cause{{{POD}}}"
+    panels = [
+        stat(
+            "Pods with a warning cause",
+            "Pods (or bare processes) for which the diagnosis holds a cause of severity "
+            "warning now: act on these first.",
+            [
+                target(
+                    "count(count by (instance, pod, comm, pid) "
+                    f'(vigil_diagnosis_cause{{{POD}, severity="warning"}})) or vector(0)'
+                )
+            ],
+        ),
+        stat(
+            "Pods with any cause",
+            "Pods (or bare processes) with at least one cause, info included.",
+            [target(f"count(count by (instance, pod, comm, pid) ({cause})) or vector(0)")],
+        ),
+        stat(
+            "Diagnosed",
+            "Pods (or bare processes) the diagnosis gave a verdict this round, over all agents.",
+            [target(f"sum(vigil_diagnosis_targets{{{NODE}}})")],
+        ),
+        with_links(
+            table(
+                "Pods and their causes",
+                "One row per pod (or process outside a pod) and cause the diagnosis holds now. "
+                "Click a row for the workload dashboard filtered to it, where the evidence "
+                "is; docs/diagnosis.md#<cause> says what to do. `vigil explain POD` on the "
+                "node prints the whole verdict.",
+                [
+                    target(
+                        "max by (cluster, node, namespace, pod, container, comm, pid, cause, "
+                        f"severity) ({cause})"
+                    )
+                ],
+                w=FULL,
+                hide=INFO_HIDDEN_COLUMNS,
+            ),
+            DIAGNOSIS_LINKS,
+        ),
+        table(
+            "Verdicts",
+            "Every diagnosed pod or process and its verdict: ok, causes, or "
+            "insufficient_evidence (a window shorter than a verdict needs, or no signal yet).",
+            [
+                target(
+                    "max by (namespace, pod, container, comm, pid, status) "
+                    f"(vigil_diagnosis_status{{{POD}}} == 1)"
+                )
+            ],
+            w=HALF,
+            hide=INFO_HIDDEN_COLUMNS,
+        ),
+        timeseries(
+            "Causes over time",
+            "Which causes held when, per pod: a cause that comes and goes points at load "
+            "peaks, one that stays at a setting (a CPU limit, a batch size).",
+            [target(f"sum by (process, cause) ({by_process(cause)})", "{{process}} {{cause}}")],
+            COUNT,
+            w=HALF,
+        ),
+        row("Evidence"),
+        timeseries(
+            "Evidence over time",
+            "The numbers behind each holding cause, over the diagnosis window (ratios 0..1, "
+            "seconds, requests per the signal's name); the dashed lines are the thresholds "
+            "they were compared with (agent/collectors/diagnosis/thresholds.py).",
+            [
+                target(
+                    by_process(f"vigil_diagnosis_evidence{{{POD}}}"),
+                    "{{process}} {{cause}}: {{signal}}",
+                ),
+                target(
+                    by_process(f"vigil_diagnosis_evidence_threshold{{{POD}}}"),
+                    "threshold {{cause}}: {{signal}}",
+                ),
+            ],
+            w=FULL,
+        ),
+        timeseries(
+            "CPU quota throttling",
+            "Share of CFS periods in which the pod's cgroup used up its CPU quota (cgroup "
+            "cpu.stat): the evidence of cpu_throttled. Empty (NaN) where no CPU limit is set.",
+            [
+                target(
+                    "max by (process, container) ("
+                    + by_process(
+                        f"rate(vigil_cgroup_cpu_throttled_periods_total{{{POD}}}[{RATE}])"
+                        f" / rate(vigil_cgroup_cpu_periods_total{{{POD}}}[{RATE}])"
+                    )
+                    + ")",
+                    "{{process}} {{container}}",
+                )
+            ],
+            RATIO,
+            maximum=1,
+        ),
+        timeseries(
+            "CPU quota throttled time",
+            "Seconds per second the pod's cgroup was held back by its CPU quota.",
+            [
+                target(
+                    "max by (process, container) ("
+                    + by_process(f"rate(vigil_cgroup_cpu_throttled_seconds_total{{{POD}}}[{RATE}])")
+                    + ")",
+                    "{{process}} {{container}}",
+                )
+            ],
+            SECONDS,
+        ),
+    ]
+    return dashboard(
+        "vigil-diagnosis",
+        "Vigil / Diagnosis",
+        "Why is this pod slow or wrong: one verdict per pod from all of Vigil's signals, the "
+        "evidence behind it, and links to the dashboards that show it (docs/diagnosis.md).",
+        [*cluster_node_vars(), *pod_vars()],
+        panels,
+    )
+
+
 DASHBOARDS = {
+    "vigil-diagnosis.json": diagnosis,
     "vigil-node-overview.json": node_overview,
     "vigil-inference-workload.json": workload,
     "vigil-drift-rollbacks.json": drift,

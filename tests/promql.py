@@ -6,6 +6,11 @@ label lists (``by``/``without``, applied to the metrics inside the aggregation's
 vector matching lists (``on``/``ignoring``/``group_left``/``group_right``, applied to the
 metrics of the expression level they join), ``label_replace`` (its destination label
 exists from there on) and ``{{label}}`` / ``$labels.label`` in legends and templates.
+
+The recording rules' series (alerts/vigil.rules.yml, from alerts/recording.tmpl.yml) are
+known too: each rule's expression is checked like any other, and its output has the labels
+of its first ``by (...)`` list (less ``le`` under ``histogram_quantile``), or, without one,
+those of the series it reads. A rule may read the series of the rules before it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import yaml
 from agent.metrics import MetricSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "alerts" / "vigil.rules.yml"
 
 # Series Prometheus itself writes for every scrape target: not Vigil's, never declared.
 PROMETHEUS_SERIES = frozenset({"up", "scrape_samples_scraped", "scrape_duration_seconds"})
@@ -121,7 +127,9 @@ class Scope:
 class Checker:
     """Checks expressions against the declarations; ``problems`` collects what is wrong."""
 
-    def __init__(self, specs: Iterable[MetricSpec], targets: frozenset[str]) -> None:
+    def __init__(
+        self, specs: Iterable[MetricSpec], targets: frozenset[str], rules: Path | None = RULES
+    ) -> None:
         self.targets = targets
         self.labels: dict[str, frozenset[str]] = {}
         for m in specs:
@@ -129,6 +137,23 @@ class Checker:
                 extra = {"le"} if s.endswith("_bucket") and m.type == "histogram" else set()
                 self.labels[s] = frozenset({*m.labels, *extra})
         self.problems: list[str] = []
+        self.recorded: dict[str, frozenset[str]] = {}
+        if rules is not None and rules.exists():
+            for name, expr in recording_rules(rules):
+                self.record(name, expr)
+
+    def record(self, name: str, expr: str) -> None:
+        """Checks a recording rule and makes its series known, with its output labels."""
+        scope = self.check(expr, f"recording rule {name}")
+        labels = output_labels(expr)
+        if labels is None:
+            labels = set()
+            for s in scope.series:
+                labels |= self.series_labels(s) or set()
+        if expr.lstrip().startswith("histogram_quantile"):
+            labels = set(labels) - {"le"}
+        self.recorded[name] = frozenset(labels)
+        self.labels[name] = frozenset(labels)
 
     def series_labels(self, name: str) -> frozenset[str] | None:
         if name in PROMETHEUS_SERIES:
@@ -261,6 +286,32 @@ class Checker:
     def _merge(into: Scope, other: Scope) -> None:
         into.series |= other.series
         into.made |= other.made
+
+
+def recording_rules(path: Path = RULES) -> list[tuple[str, str]]:
+    """(recorded name, expression) of every recording rule in a rule file, in order."""
+    doc = yaml.safe_load(path.read_text())
+    doc = doc.get("spec", doc)
+    return [
+        (str(r["record"]), str(r["expr"]))
+        for g in doc["groups"]
+        for r in g["rules"]
+        if "record" in r
+    ]
+
+
+def output_labels(expr: str) -> set[str] | None:
+    """The labels of the first ``by (...)`` list of ``expr``, or None when it has none."""
+    toks = tokenize(expr)
+    for i, t in enumerate(toks):
+        if t.kind == "ident" and t.text == "by" and i + 1 < len(toks) and toks[i + 1].text == "(":
+            out: set[str] = set()
+            for u in toks[i + 2 :]:
+                if u.text == ")":
+                    return out
+                if u.kind == "ident":
+                    out.add(u.text)
+    return None
 
 
 def _names(g: Group) -> list[str]:

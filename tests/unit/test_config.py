@@ -119,7 +119,7 @@ def test_watch_flag_repeats_and_env_splits(tmp_path: Path) -> None:
             "collectors:\n  gpu:\n    intervall: 1\n",
             None,
             "unknown key collectors.gpu.intervall "
-            "(allowed: enabled, interval, mode, top-k, alpha, low, high)",
+            "(allowed: enabled, interval, mode, top-k, alpha, low, high, max-series)",
         ),
         ([], "collectors:\n  nvidia: {}\n", None, "unknown collector 'nvidia'"),
         ([], "collectors:\n  gpu:\n    mode: medium\n", None, "(allowed: fast, slow)"),

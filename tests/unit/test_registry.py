@@ -100,7 +100,11 @@ def test_unavailable_collectors_report_zero_and_nothing_else() -> None:
         "vigil_scrape_collector_duration_seconds",
         "vigil_collector_errors_total",
         "vigil_collector_state",
+        "vigil_scrape_collector_series",
+        "vigil_scrape_collector_max_series",
+        "vigil_scrape_collector_series_dropped",
     }
+    assert reg.get_sample_value("vigil_scrape_collector_series", {"collector": "gpu"}) == 0.0
     state = {"collector": "gpu", "state": "unavailable"}
     assert reg.get_sample_value("vigil_collector_state", state) == 1.0
 
