@@ -262,7 +262,7 @@ def test_rollback_config_is_accepted_by_the_controller(
     path.write_text(yaml.safe_dump(doc))
     cfg = load(file=str(path), env={})
     assert cfg.token == "s3cret"
-    assert {t.action for t in cfg.targets.values()} == {"kubernetes"}
+    assert {t.action for t in cfg.targets.values()} == {"kubernetes_workload"}
     dep = find(rendered, "Deployment", "vigil-rollback-controller")
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["args"][:3] == ["rollback-controller", "--config", "/etc/vigil/rollback.yaml"]
