@@ -8,7 +8,8 @@
 # tests that build on each other's state stay together.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest -n "${VIGIL_TEST_WORKERS:-2}" --dist loadfile "$@"
+# --durations: the slowest tests are named in every run, so the 10-minute budget is watched.
+.venv/bin/python -m pytest -n "${VIGIL_TEST_WORKERS:-2}" --dist loadfile --durations=15 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "run-tests: pytest ran no test; treating that as a failure" >&2
