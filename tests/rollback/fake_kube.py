@@ -7,8 +7,13 @@ Serves, over real HTTP for the official ``kubernetes`` client:
   GET   /apis/apps/v1/namespaces/{ns}/replicasets?labelSelector=k=v,...
 
 and does what the deployment controller does after a template change: the ReplicaSet
-whose template matches becomes the newest revision, and so does the Deployment. Requests
-without the expected bearer token get 401. Every request is recorded for assertions.
+whose template matches becomes the newest revision, and so does the Deployment. As the API
+server does, each stored Deployment has a ``resourceVersion`` that every write bumps, and a
+patch whose result carries another ``resourceVersion`` than the stored one is answered 409
+Conflict with nothing applied; ``conflicts = N`` makes the next N patches find the
+Deployment written by someone else in between (``meddle``, when set, is that write).
+Requests without the expected bearer token get 401. Every request is recorded for
+assertions; ``applied`` holds the patches that were applied.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import copy
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -59,8 +65,16 @@ class FakeKube(FakeKubeServer):
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.replicasets: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []
+        self.applied: list[Any] = []
+        self.rv = 100
+        self.conflicts = 0
+        self.meddle: Callable[[dict[str, Any]], None] | None = None
         self.lock = threading.Lock()
         super().__init__()
+
+    def next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(h.path)
@@ -89,14 +103,7 @@ class FakeKube(FakeKubeServer):
             if method == "GET":
                 return 200, dep
             if method == "PATCH":
-                if content_type != "application/json-patch+json":
-                    return 415, status(415, f"unsupported patch type {content_type}")
-                for op in body:
-                    if op["op"] != "replace":
-                        return 422, status(422, f"unsupported op {op['op']}")
-                    _pointer_set(dep, op["path"], copy.deepcopy(op["value"]))
-                self._reconcile(m.group(1), dep)
-                return 200, dep
+                return self._patch_deployment(m.group(1), m.group(2), dep, body, content_type)
         m = _REPLICASETS.match(path)
         if m and method == "GET":
             selector = query.get("labelSelector", [""])[0]
@@ -107,6 +114,34 @@ class FakeKube(FakeKubeServer):
             ]
             return 200, {"kind": "ReplicaSetList", "apiVersion": "apps/v1", "items": items}
         return 404, status(404, f"no route {method} {path}")
+
+    def _patch_deployment(
+        self, ns: str, name: str, dep: dict[str, Any], body: Any, content_type: str
+    ) -> tuple[int, dict[str, Any]]:
+        if content_type != "application/json-patch+json":
+            return 415, status(415, f"unsupported patch type {content_type}")
+        if self.conflicts:
+            self.conflicts -= 1
+            if self.meddle:  # someone else's write
+                self.meddle(dep)
+            dep["metadata"]["resourceVersion"] = self.next_rv()
+        new = copy.deepcopy(dep)  # applied to a copy: a refused patch changes nothing
+        for op in body:
+            if op["op"] != "replace":
+                return 422, status(422, f"unsupported op {op['op']}")
+            _pointer_set(new, op["path"], copy.deepcopy(op["value"]))
+        if new["metadata"].get("resourceVersion") != dep["metadata"].get("resourceVersion"):
+            return 409, status(
+                409,
+                f'Operation cannot be fulfilled on deployments.apps "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                "Conflict",
+            )
+        new["metadata"]["resourceVersion"] = self.next_rv()
+        self.deployments[(ns, name)] = new
+        self.applied.append(body)
+        self._reconcile(ns, new)
+        return 200, new
 
     def _reconcile(self, namespace: str, dep: dict[str, Any]) -> None:
         """The deployment controller's part: the matching ReplicaSet becomes the newest."""
@@ -155,6 +190,7 @@ def llm_fixture(
             "uid": "dep-uid",
             "labels": {"app": "llm", **({"vigil.dev/rollback": "enabled"} if opted_in else {})},
             "generation": 5,
+            "resourceVersion": kube.next_rv(),
             "annotations": {
                 REVISION: str(current),
                 "kubectl.kubernetes.io/last-applied-configuration": "{}",

@@ -13,6 +13,14 @@ Deployment. As kubectl does:
   annotations become the ReplicaSet's (kubectl's bookkeeping annotations kept), in one
   JSON patch.
 
+Unlike kubectl, the patch also carries the ``resourceVersion`` of the Deployment it was
+computed from (a leading ``replace`` of /metadata/resourceVersion,
+kube_api.with_precondition): the patch replaces the template and the annotations whole,
+so one computed from a stale read would silently undo a rollout or an annotation written
+in between. On 409 Conflict the Deployment and its ReplicaSets are read again, the
+decision made again (the change may have made the rollback moot) and the patch sent once
+more; a second 409 fails with the reason, nothing patched (kube_api.patch_with_retry).
+
 It acts only where it was told it may: the namespace must be in the target's
 ``allowed_namespaces`` as the running configuration has them (handed in by the controller,
 never read from the journal row, which an older configuration wrote) and the Deployment
@@ -36,6 +44,15 @@ from agent.rollback.actions.base import (
     ActionError,
     Outcome,
     Refused,
+)
+from agent.rollback.actions.kube_api import (
+    JSON_PATCH,
+    REQUEST_TIMEOUT_S,
+    KubeError,
+    label_selector,
+    patch_with_retry,
+    resource_version,
+    with_precondition,
 )
 from agent.rollback.policy import namespace_refusal
 
@@ -63,22 +80,6 @@ def revision(obj: dict[str, Any]) -> int:
         return int(text)
     except ValueError:
         return 0
-
-
-def label_selector(selector: dict[str, Any]) -> str:
-    """A LabelSelector object → the string form the LIST call takes."""
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
 
 
 def without_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +176,7 @@ class KubernetesDeploymentAction:
         from urllib3.exceptions import HTTPError
 
         try:
-            resp = fn(*args, _preload_content=False, _request_timeout=10, **kw)
+            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S, **kw)
             return json.loads(resp.data)
         except ApiException as exc:
             body = (
@@ -187,11 +188,14 @@ class KubernetesDeploymentAction:
                 message = json.loads(body or "{}").get("message") or exc.reason
             except ValueError:
                 message = exc.reason
-            raise ActionError(f"{what} {self.where}: HTTP {exc.status}: {message}") from None
+            raise KubeError(
+                f"{what} {self.where}: HTTP {exc.status}: {message}", exc.status or 0
+            ) from None
         except (HTTPError, OSError, ValueError) as exc:
-            raise ActionError(f"{what} {self.where}: {exc}") from None
+            raise KubeError(f"{what} {self.where}: {exc}") from None
 
-    def _state(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _read(self) -> dict[str, Any]:
+        """The Deployment, once the namespace, its opt-in and its pause allow a rollback."""
         refusal = namespace_refusal(self.namespace, self.allowed)
         if refusal:
             raise Refused(
@@ -199,7 +203,9 @@ class KubernetesDeploymentAction:
                 "there (docs/rollback.md)"
             )
         apps = self._apps()
-        dep = self._call("get", apps.read_namespaced_deployment, self.name, self.namespace)
+        dep: dict[str, Any] = self._call(
+            "get", apps.read_namespaced_deployment, self.name, self.namespace
+        )
         labels = dep.get("metadata", {}).get("labels") or {}
         if labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
             raise Refused(
@@ -211,17 +217,21 @@ class KubernetesDeploymentAction:
             raise ActionError(
                 f"{self.where} is paused; resume it (kubectl rollout resume) before rolling back"
             )
+        return dep
+
+    def _replicasets(self, dep: dict[str, Any]) -> list[dict[str, Any]]:
         selector = label_selector(dep["spec"].get("selector") or {})
         rs_list = self._call(
             "list replicasets of",
-            apps.list_namespaced_replica_set,
+            self._apps().list_namespaced_replica_set,
             self.namespace,
             label_selector=selector,
         )
-        return dep, rs_list.get("items") or []
+        return list(rs_list.get("items") or [])
 
     def plan(self) -> dict[str, Any]:
-        dep, replicasets = self._state()
+        dep = self._read()
+        replicasets = self._replicasets(dep)
         target = previous_replicaset(dep, replicasets)
         if target is None:
             raise ActionError(f"{self.where}: no earlier revision to roll back to")
@@ -232,8 +242,14 @@ class KubernetesDeploymentAction:
         }
 
     def apply(self, plan: dict[str, Any], *, dry_run: bool) -> Outcome:
-        dep, replicasets = self._state()
-        by_name = {rs["metadata"]["name"]: rs for rs in replicasets}
+        result: Outcome = patch_with_retry(
+            self._read, lambda dep: self._attempt(plan, dep, dry_run=dry_run), self.where
+        )
+        return result
+
+    def _attempt(self, plan: dict[str, Any], dep: dict[str, Any], *, dry_run: bool) -> Outcome:
+        """Decide on ``dep`` as just read (and its ReplicaSets, listed now) and patch."""
+        by_name = {rs["metadata"]["name"]: rs for rs in self._replicasets(dep)}
         target = by_name.get(plan["replicaset"])
         if target is None:
             raise ActionError(f"{self.where}: replicaset {plan['replicaset']} is gone")
@@ -260,12 +276,14 @@ class KubernetesDeploymentAction:
             return Outcome(
                 DRY_RUN, f"would roll {self.where} back to revision {plan['to_revision']}"
             )
+        body = with_precondition(undo_patch(dep, target), JSON_PATCH, resource_version(dep))
         self._call(
             "patch",
             self._apps().patch_namespaced_deployment,
             self.name,
             self.namespace,
-            undo_patch(dep, target),
+            body,
+            _content_type=JSON_PATCH,
         )
         return Outcome(
             SUCCEEDED,
