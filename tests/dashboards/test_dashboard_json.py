@@ -142,21 +142,23 @@ def variables(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in board["templating"]["list"]}
 
 
-@pytest.mark.parametrize(
-    ("name", "wanted"),
-    [
-        ("vigil-node-overview.json", ["datasource", "cluster", "node", "gpu"]),
-        (
-            "vigil-inference-workload.json",
-            ["datasource", "cluster", "node", "namespace", "pod", "container", "comm", "pid"],
-        ),
-        (
-            "vigil-drift-rollbacks.json",
-            ["datasource", "cluster", "node", "model", "version", "feature"],
-        ),
-        ("vigil-self.json", ["datasource", "cluster", "node"]),
-    ],
-)
+# Each dashboard's filter variables, in the order they narrow each other. The diagnosis
+# board filters like the workload board it links to, so a row's filters carry over.
+PER_PROCESS = ["datasource", "cluster", "node", "namespace", "pod", "container", "comm", "pid"]
+CASCADES = {
+    "vigil-node-overview.json": ["datasource", "cluster", "node", "gpu"],
+    "vigil-inference-workload.json": PER_PROCESS,
+    "vigil-drift-rollbacks.json": ["datasource", "cluster", "node", "model", "version", "feature"],
+    "vigil-self.json": ["datasource", "cluster", "node"],
+    "vigil-diagnosis.json": PER_PROCESS,
+}
+
+
+def test_every_dashboard_has_its_cascade_checked() -> None:
+    assert set(CASCADES) == set(BOARDS)
+
+
+@pytest.mark.parametrize(("name", "wanted"), list(CASCADES.items()))
 def test_variables_cascade_cluster_node_namespace_pod(name: str, wanted: list[str]) -> None:
     vs = {k: v for k, v in variables(BOARDS[name]).items() if v["type"] != "textbox"}
     assert list(vs) == wanted

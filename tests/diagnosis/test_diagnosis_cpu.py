@@ -7,7 +7,9 @@ evidence."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +17,15 @@ from typing import Any
 
 import pytest
 from agentproc import AgentProcess
-from scenario import FAST, READY_S, causes, marker, settle, workloads
+from scenario import FAST, READY_S, causes, marker, settle, time_limit, workloads
 
-pytestmark = [pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.bpf, pytest.mark.slow, pytest.mark.timeout(time_limit(settles=2))]
 
 QUOTA_US, PERIOD_US = 10_000, 100_000  # 10 % of one CPU: a busy loop is throttled
+PREFIX = "vigil-diag-"  # + the pid of the test process that made the group
+# A killed process leaves its cgroup when the kernel has reaped it, which on a loaded
+# machine can take a while: a bound, not the expected time.
+REMOVE_S = 30.0
 
 
 def _mounts() -> dict[str, str]:
@@ -50,28 +56,72 @@ class Group:
             self.version, self.parent = 1, Path(mounts["v1"])
         else:
             pytest.skip("no cgroup v2 cpu controller and no cgroup v1 cpu hierarchy here")
+        self._remove_stale()
         self.path = self.parent / name
         self.path.mkdir()
-        if self.version == 2:
-            (self.path / "cpu.max").write_text(f"{QUOTA_US} {PERIOD_US}")
-        else:
-            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(str(QUOTA_US))
+        try:
+            if self.version == 2:
+                (self.path / "cpu.max").write_text(f"{QUOTA_US} {PERIOD_US}")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(QUOTA_US))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _remove_stale(self) -> None:
+        """Groups left by a test process that is gone (killed before its cleanup ran):
+        their workloads died with it, so the groups are empty and only take the name."""
+        for path in self.parent.glob(f"{PREFIX}*"):
+            owner = path.name.removeprefix(PREFIX)
+            if owner.isdigit() and not _alive(int(owner)):
+                # not empty after all, or another worker got there first: left alone
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
+    def procs(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:
+            return []
 
     def remove(self) -> None:
-        for _ in range(50):  # the killed workload leaves the group asynchronously
+        """Kills whatever is still in the group (only this test's workloads can be) and
+        removes it; a group that stays is an error, not a silent leak of a CPU quota."""
+        deadline = time.monotonic() + REMOVE_S
+        while True:
+            for pid in self.procs():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             try:
                 self.path.rmdir()
                 return
-            except OSError:
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"cgroup {self.path} not removed after {REMOVE_S:.0f} s: {e}; "
+                        f"still in it: {self.procs()}"
+                    ) from e
                 time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture
 def group() -> Iterator[Group]:
     if os.geteuid() != 0:
         pytest.skip("creating a cgroup needs root")
-    g = Group(f"vigil-diag-{os.getpid()}")
+    g = Group(f"{PREFIX}{os.getpid()}")
     try:
         yield g
     finally:

@@ -12,9 +12,14 @@ from typing import Any
 import pytest
 from agentproc import AgentProcess, free_port
 from fakenvml import Gpu, Scenario, build
-from scenario import FAST, READY_S, causes, marker, settle, workloads
+from scenario import FAST, READY_S, causes, marker, settle, time_limit, workloads
 
-pytestmark = [pytest.mark.nvml, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.nvml,
+    pytest.mark.bpf,
+    pytest.mark.slow,
+    pytest.mark.timeout(time_limit(settles=1)),
+]
 
 TOTAL = 85_899_345_920
 RESERVED = 537_919_488

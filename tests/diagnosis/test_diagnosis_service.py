@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 from agentproc import AgentProcess, free_port, run_vigil
-from scenario import FAST, READY_S, causes, marker, settle, workloads
+from scenario import FAST, READY_S, causes, marker, settle, time_limit, workloads
 
-pytestmark = [pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.bpf, pytest.mark.slow, pytest.mark.timeout(time_limit(settles=1))]
 
 MODEL = "diag-fraud"
 

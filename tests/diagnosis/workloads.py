@@ -8,7 +8,9 @@ pattern; CPU pins the process to one CPU. Modes:
 - ``gil``: three Python threads computing at once, taking turns on the GIL;
 - ``blocked``: the main thread waits on a pipe nobody writes to, while requests wait;
 - ``queue``: the main thread sleeps (as a server does while its GPU computes) while the
-  queue of waiting requests grows.
+  queue of waiting requests grows;
+- ``hog``: a CPU hog for a starved workload to share its CPU with (run without a MARKER,
+  so that the agent does not watch it).
 
 ``blocked`` and ``queue`` answer on the port in $WORKLOAD_PORT as a vLLM server does
 (``/health``, and ``/metrics`` in vLLM's names): that is how the agent learns that requests
@@ -17,7 +19,9 @@ wait, as it would from a real vLLM, which needs a GPU this test machine does not
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -101,9 +105,37 @@ def queue() -> None:
         time.sleep(1)
 
 
-MODES = {"light": light, "busy": busy, "gil": gil, "blocked": blocked, "queue": queue}
+def hog() -> None:
+    while True:
+        pass
+
+
+MODES = {
+    "light": light,
+    "busy": busy,
+    "gil": gil,
+    "blocked": blocked,
+    "queue": queue,
+    "hog": hog,
+}
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with(parent: int) -> None:
+    """SIGKILL when the test process that started this one exits, however it exits: a
+    worker killed on a timeout runs no cleanup, and a leftover hog at nice -10 would slow
+    every later test on the machine."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it exited before the prctl: nobody would signal us
+        os._exit(1)
+
 
 if __name__ == "__main__":
+    if os.environ.get("WORKLOAD_PARENT"):
+        die_with(int(os.environ["WORKLOAD_PARENT"]))
     # Above every other process on a shared machine, so that a condition is the one the
     # scenario sets up, not the neighbours' load.
     os.setpriority(os.PRIO_PROCESS, 0, int(os.environ.get("WORKLOAD_NICE", "0")))

@@ -10,11 +10,12 @@ enough evidence" is a verdict of its own. Served as ``vigil_diagnosis_*`` series
 JSON on ``GET /v1/diagnosis`` (token required). docs/diagnosis.md has every cause, its
 evidence and its known limits.
 
-``signals`` (families → signals) and ``diagnose`` (signals → verdicts) are pure; the
-collector is the shell around them. Cost: one pass over the other collectors' latest
-families per interval (as a scrape renders them) and a ring of ``window / interval``
-filtered frames; about 0.1 s of one core per round for 200 pods with every signal on a
-busy 2-core test machine. Privilege: none.
+``signals`` (families → signals) and ``diagnose`` (signals → verdicts, one rule per
+cause in ``rules``, their meaning in ``causes``) are pure; the collector is the shell
+around them. Cost: one pass over the other collectors' latest families per interval (as
+a scrape renders them) and a ring of ``window / interval`` filtered frames; about 0.1 s
+of one core per round for 200 pods with every signal on a busy 2-core test machine.
+Privilege: none.
 """
 
 from __future__ import annotations
