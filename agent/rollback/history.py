@@ -9,6 +9,11 @@ seen; the action's own reads record too. The journal bounds what it keeps (journ
 specs per object, objects in all); an object refused by the bound is counted in
 ``vigil_rollback_history_refused_total``.
 
+An object missing from a namespace's LIST was deleted or opted out: its rows are dropped,
+before the new objects are recorded, so that churn (models created and deleted over the
+journal's life) never fills the bound on objects. Only a LIST that succeeded says what is
+gone: a namespace whose LIST failed for any target keeps its whole history.
+
 One LIST per namespace and interval; errors (RBAC not granted yet, the CRD not
 installed) are logged once per distinct message and retried at the next interval.
 """
@@ -59,25 +64,52 @@ class SpecHistory:
 
     def poll(self) -> dict[str, int]:
         """One pass over every target and namespace: counts of recorded, unchanged and
-        refused specs."""
-        counts = {"recorded": 0, "unchanged": 0, "refused": 0}
+        refused specs, and of objects forgotten (gone from their namespace)."""
+        counts = {"recorded": 0, "unchanged": 0, "refused": 0, "forgotten": 0}
         selector = f"{OPT_IN_LABEL}={OPT_IN_VALUE}"
+        listed: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        failed: set[str] = set()
+        since: dict[str, float] = {}
         for target, kube in zip(self.targets, self.kubes, strict=True):
             for ns in target.params["allowed_namespaces"]:
+                since.setdefault(ns, self.journal.clock())
                 try:
                     items = kube.customs(KSERVE, ns, selector)
-                    for isvc in items:
-                        meta = isvc.get("metadata") or {}
-                        result = self.journal.record_spec(
-                            object_key(ns, meta.get("name", "")),
-                            isvc.get("spec") or {},
-                            meta.get("generation", 0),
-                        )
-                        counts[result] += 1
-                        if result == "refused":
-                            self.refused()
-                except (ActionError, JournalError) as exc:
+                except ActionError as exc:
+                    failed.add(ns)
                     self._error(target.name, str(exc))
+                    continue
+                listed.setdefault(ns, []).extend((target.name, i) for i in items)
+        try:
+            for ns, seen in listed.items():
+                if ns in failed:
+                    continue
+                keep = {object_key(ns, (i.get("metadata") or {}).get("name", "")) for _, i in seen}
+                counts["forgotten"] += self.journal.forget_specs(
+                    object_key(ns, ""), keep, since[ns]
+                )
+        except JournalError as exc:
+            self._error("", str(exc))
+        for ns, seen in listed.items():
+            for target_name, isvc in seen:
+                meta = isvc.get("metadata") or {}
+                try:
+                    result = self.journal.record_spec(
+                        object_key(ns, meta.get("name", "")),
+                        isvc.get("spec") or {},
+                        meta.get("generation", 0),
+                    )
+                except JournalError as exc:
+                    self._error(target_name, str(exc))
+                    continue
+                counts[result] += 1
+                if result == "refused":
+                    self.refused()
+        if counts["forgotten"]:
+            log.info(
+                "forgot the spec history of deleted inferenceservices",
+                extra={"objects": counts["forgotten"]},
+            )
         return counts
 
     def _error(self, target: str, message: str) -> None:

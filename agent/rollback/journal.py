@@ -13,7 +13,8 @@ Three tables:
 
 ``release_versions`` keeps the release directories' version history and health marks;
 ``object_specs`` the specs of the Kubernetes objects whose history the API server does not
-keep (KServe InferenceServices), bounded per object and in number of objects;
+keep (KServe InferenceServices), bounded per object and in number of objects (the rows of
+an object gone from its namespace are dropped at the next successful LIST);
 ``object_rollbacks`` which object each rollback resolved to and changed, for the cooldown
 per object (several pods' alerts resolve to one owner).
 All access goes through one connection behind a lock; writes are short transactions.
@@ -120,7 +121,8 @@ CHECK_EVERY_S = 30.0
 # deploys and rollbacks in the worst case, at a few KiB each.
 SPECS_PER_OBJECT = 10
 # Objects whose specs are kept at all: far above one namespace's models; what is refused
-# past it is counted (vigil_rollback_history_refused_total).
+# past it is counted (vigil_rollback_history_refused_total). Deleted objects free their
+# place (forget_specs, at the next successful LIST), so this bounds the live ones only.
 MAX_SPEC_OBJECTS = 1000
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
@@ -494,6 +496,25 @@ class Journal:
                 (obj, seq - SPECS_PER_OBJECT),
             )
         return "recorded"
+
+    def forget_specs(self, prefix: str, keep: set[str], seen_before: float) -> int:
+        """Drops the specs of every object whose key starts with ``prefix``, is not in
+        ``keep`` and was last recorded before ``seen_before``; returns how many objects.
+        The caller passes what a successful LIST of one namespace returned: an object gone
+        from it was deleted (or opted out), and its rows would otherwise hold one of the
+        :data:`MAX_SPEC_OBJECTS` places for good. ``seen_before`` (when the LIST was
+        sent) spares an object a rollback's own read recorded after the LIST."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT object, MAX(seen_at) AS last FROM object_specs "
+                "WHERE substr(object, 1, ?)=? GROUP BY object",
+                (len(prefix), prefix),
+            ).fetchall()
+            gone = [
+                r["object"] for r in rows if r["object"] not in keep and r["last"] < seen_before
+            ]
+            db.executemany("DELETE FROM object_specs WHERE object=?", [(o,) for o in gone])
+        return len(gone)
 
     def specs(self, obj: str) -> list[dict[str, Any]]:
         """The recorded specs of ``obj``, oldest first."""

@@ -93,7 +93,8 @@ def test_the_namespace_grant_is_exactly_the_calls_the_actions_make_in_one_namesp
         for v in rule["verbs"]
     }
     # Exactly the calls the actions make: the table every fake API server request of the
-    # workload tests is checked against (tests/rollback/test_rollback_workloads.py).
+    # workload tests is checked against, and whose every entry one of them is shown to use
+    # (tests/rollback/test_rollback_workloads.py).
     assert rules == set(RBAC)
     # Revisions and owners are read, never written; nothing is created or deleted.
     assert {v for g, r, v in rules if r in ("replicasets", "controllerrevisions", "pods")} <= {

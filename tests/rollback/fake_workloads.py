@@ -17,10 +17,14 @@ as the API server does it where it matters here: every stored object has a
 ``resourceVersion`` than the stored one is answered 409 Conflict; the status subresource
 takes only ``status`` and the main resource ignores it; ``metadata.generation`` moves with
 the spec. ``conflicts = N`` makes the next N patches find the object written by someone
-else in between. Then it does the part of each controller a rollback relies on (Argo's
-undo makes the matching ReplicaSet the newest revision, the StatefulSet controller does the
-same with a ControllerRevision). Every request is mapped to the (group, resource, verb)
-RBAC would check, in ``used``.
+else in between. ``status_subresource=False`` serves Rollouts as a cluster whose Rollout
+CRD has no status subresource (Argo Rollouts before v0.10): PATCH .../status is 404 and the
+main resource takes ``status`` too. ``list_error = N`` answers every LIST of
+InferenceServices with HTTP N (RBAC revoked, API server in trouble); ``answered`` holds the
+(method, path, HTTP status) of every request served. Then it does the part of each
+controller a rollback relies on (Argo's undo makes the matching ReplicaSet the newest
+revision, the StatefulSet controller does the same with a ControllerRevision). Every
+request is mapped to the (group, resource, verb) RBAC would check, in ``used``.
 """
 
 from __future__ import annotations
@@ -102,8 +106,11 @@ def rbac_of(method: str, path: str) -> tuple[str, str, str]:
 
 
 class FakeWorkloads(FakeKube):
-    def __init__(self, token: str = "kube-token") -> None:
+    def __init__(self, token: str = "kube-token", *, status_subresource: bool = True) -> None:
         super().__init__(token)
+        self.status_subresource = status_subresource
+        self.list_error = 0
+        self.answered: list[tuple[str, str, int]] = []
         # (resource, namespace, name) -> object; ReplicaSets stay in self.replicasets.
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.rv = 100
@@ -143,6 +150,13 @@ class FakeWorkloads(FakeKube):
     ) -> tuple[int, dict[str, Any]]:
         self.typed.append((method, path, copy.deepcopy(body), content_type))
         self.used.add(rbac_of(method, path))
+        code, doc = self._route(method, path, query, body, content_type)
+        self.answered.append((method, path, code))
+        return code, doc
+
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, content_type: str
+    ) -> tuple[int, dict[str, Any]]:
         selector = query.get("labelSelector", [""])[0]
         m = _CORE.match(path)
         if m and method == "GET":
@@ -156,6 +170,10 @@ class FakeWorkloads(FakeKube):
                         return 200, rs
                 return 404, status(404, f'replicasets.apps "{name}" not found', "NotFound")
             if resource in ("controllerrevisions", "inferenceservices") and not name:
+                if resource == "inferenceservices" and self.list_error:
+                    return self.list_error, status(
+                        self.list_error, f"inferenceservices is unavailable ({self.list_error})"
+                    )
                 items = [
                     o
                     for (r, n, _), o in self.objects.items()
@@ -167,9 +185,15 @@ class FakeWorkloads(FakeKube):
             if resource in ("statefulsets", "rollouts", "inferenceservices") and name:
                 if method == "GET" and not sub:
                     return self._get(resource, ns, name)
+                if method == "PATCH" and sub and not self._has_status(resource):
+                    # What the API server answers for a subresource the CRD does not declare.
+                    return 404, status(404, "the server could not find the requested resource")
                 if method == "PATCH":
                     return self._patch(resource, ns, name, sub, body, content_type)
         return super().route(method, path, query, body, content_type)
+
+    def _has_status(self, resource: str) -> bool:
+        return self.status_subresource or resource != "rollouts"
 
     def _get(self, resource: str, ns: str, name: str) -> tuple[int, dict[str, Any]]:
         obj = self.objects.get((resource, ns, name))
@@ -213,7 +237,7 @@ class FakeWorkloads(FakeKube):
             )
         if sub == "status":
             new = {**copy.deepcopy(current), "status": new.get("status", {})}
-        else:
+        elif self._has_status(resource):
             new["status"] = copy.deepcopy(current.get("status", {}))
         if new.get("spec") != current.get("spec"):
             new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
@@ -228,7 +252,7 @@ class FakeWorkloads(FakeKube):
         if new.get("status", {}).get("abort") and not old.get("status", {}).get("abort"):
             new["status"]["phase"] = "Degraded"
             new["status"]["message"] = "RolloutAborted: Rollout aborted update"
-        if new["spec"]["template"] == old["spec"]["template"]:
+        if new["spec"].get("template") == old["spec"].get("template"):
             return
         sets = [rs for rs in self.replicasets.get(ns, []) if _owned(rs, new)]
         top = max((int(rs["metadata"]["annotations"][ROLLOUT_REVISION]) for rs in sets), default=0)

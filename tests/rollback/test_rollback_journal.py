@@ -122,3 +122,18 @@ def test_an_unreadable_journal_is_a_clear_error(tmp_path: Path) -> None:
         assert str(bad) in str(exc) and "corrupt" in str(exc)
     else:
         raise AssertionError("a corrupt journal must not be read")
+
+
+def test_forgetting_specs_spares_listed_recent_and_other_namespaces(tmp_path: Path) -> None:
+    clock = Clock()
+    j = Journal(tmp_path / "j.db", clock=clock)
+    for key in ("inferenceservice:a/kept", "inferenceservice:a/gone", "inferenceservice:ab/x"):
+        assert j.record_spec(key, {"m": 1}, 1) == "recorded"
+    clock.now += 10
+    assert j.record_spec("inferenceservice:a/new", {"m": 1}, 1) == "recorded"
+    # LIST of namespace "a" sent before "new" was recorded, listing only "kept".
+    assert j.forget_specs("inferenceservice:a/", {"inferenceservice:a/kept"}, clock.now - 5) == 1
+    assert not j.specs("inferenceservice:a/gone")
+    for key in ("inferenceservice:a/kept", "inferenceservice:a/new", "inferenceservice:ab/x"):
+        assert j.specs(key), key
+    j.close()

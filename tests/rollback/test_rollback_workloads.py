@@ -2,12 +2,14 @@
 InferenceService — through the official client against the fake API server.
 
 Every test's fake records the (group, resource, verb) of each request it served; the
-fixture checks at the end that all of them are in the RBAC table the Role is built from.
+fixture checks at the end that all of them are in the RBAC table the Role is built from,
+and one test checks the other way: that rollbacks of every kind use every entry.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from fake_workloads import (
     statefulset_fixture,
 )
 
+from agent.rollback import journal as journal_mod
 from agent.rollback.actions.base import DRY_RUN, SKIPPED, SUCCEEDED, ActionError, Refused
+from agent.rollback.actions.kserve import object_key
 from agent.rollback.actions.kube_api import RBAC
 from agent.rollback.actions.kubernetes import default_client_factory
 from agent.rollback.actions.workload import WorkloadAction
@@ -263,6 +267,60 @@ def test_an_update_in_progress_is_aborted_as_the_plugin_does(
     assert ro["status"]["abort"] is True and image_of(ro) == "llm:v3", "spec untouched"
 
 
+def test_without_a_status_subresource_the_abort_goes_to_the_main_resource(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """Argo Rollouts before v0.10 installed the Rollout CRD without the status subresource:
+    PATCH .../status is 404 there, and the abort command sends the same patch to the
+    Rollout itself."""
+    with FakeWorkloads(status_subresource=False) as kube:
+        rollout_fixture(kube, "canary")
+        read_rv = kube.get("rollouts", "inference", "llm")["metadata"]["resourceVersion"]
+        a = action(kube, journal, tmp_path, ROLLOUT_POD)
+        assert a.apply(a.plan(), dry_run=False).result == SUCCEEDED
+        sent = [
+            (p, b, ct, code)
+            for (m, p, b, ct), (_m, _p, code) in zip(kube.typed, kube.answered, strict=True)
+            if m == "PATCH"
+        ]
+        base = "/apis/argoproj.io/v1alpha1/namespaces/inference/rollouts/llm"
+        body = {"status": {"abort": True}, "metadata": {"resourceVersion": read_rv}}
+        assert sent == [
+            (f"{base}/status", body, "application/merge-patch+json", 404),
+            (base, body, "application/merge-patch+json", 200),
+        ]
+        ro = kube.get("rollouts", "inference", "llm")
+        assert ro["status"]["abort"] is True and image_of(ro) == "llm:v3", "spec untouched"
+    assert kube.used <= RBAC
+
+
+def _from_workload_ref(kube: FakeWorkloads) -> None:
+    """The Rollout takes its pod template from a Deployment (spec.workloadRef) instead
+    of carrying one (argo-rollouts docs/migrating.md, "Reference Deployment From
+    Rollout")."""
+    spec = kube.get("rollouts", "inference", "llm")["spec"]
+    del spec["template"]
+    spec["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}
+
+
+def test_a_promoted_rollout_with_a_workload_ref_is_refused(
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path
+) -> None:
+    rollout_fixture(kube, "promoted")
+    _from_workload_ref(kube)
+    with pytest.raises(
+        Refused, match=r"rollout inference/llm takes its template from spec.workloadRef"
+    ):
+        action(kube, journal, tmp_path, ROLLOUT_POD).plan()
+    assert kube.patches() == []
+    # An update in progress has nothing to undo in the template: the abort still applies.
+    rollout_fixture(kube, "canary")
+    _from_workload_ref(kube)
+    a = action(kube, journal, tmp_path, ROLLOUT_POD)
+    assert a.apply(a.plan(), dry_run=False).result == SUCCEEDED
+    assert kube.get("rollouts", "inference", "llm")["status"]["abort"] is True
+
+
 def test_a_promoted_rollout_is_undone_as_the_plugin_does(
     kube: FakeWorkloads, journal: Journal, tmp_path: Path
 ) -> None:
@@ -317,21 +375,71 @@ def test_a_rollout_without_an_earlier_revision_fails_with_the_reason(
         action(kube, journal, tmp_path, "llm-5d7b8c9f1-x7k2p").plan()
 
 
+def _conflict_case(kube: FakeWorkloads, journal: Journal, tmp_path: Path, case: str) -> str:
+    """Sets up ``case`` and returns the pod whose alert rolls it back."""
+    if case == "rollout-abort":
+        rollout_fixture(kube, "canary")
+    elif case == "rollout-undo":
+        rollout_fixture(kube, "promoted")
+    elif case == "statefulset-undo":
+        statefulset_fixture(kube)
+        return "shard-0"
+    elif case == "kserve-canary":
+        isvc_fixture(kube, canary=10)
+        return ISVC_POD
+    else:
+        isvc_fixture(kube, canary=None, model="model-1")
+        with pytest.raises(ActionError, match="no earlier spec recorded"):
+            action(kube, journal, tmp_path, ISVC_POD).plan()  # records model-1
+        isvc_fixture(kube, canary=None, model="model-2")
+        return ISVC_POD
+    return ROLLOUT_POD
+
+
+CONFLICT_CASES = {
+    # case: (resource patched, what the object shows once the rollback is applied)
+    "rollout-abort": ("rollouts", lambda o: o["status"].get("abort") is True),
+    "rollout-undo": ("rollouts", lambda o: image_of(o) == "llm:v2"),
+    "statefulset-undo": ("statefulsets", lambda o: image_of(o) == "shard:v2"),
+    "kserve-canary": (
+        "inferenceservices",
+        lambda o: o["spec"]["predictor"].get("canaryTrafficPercent") == 0,
+    ),
+    "kserve-restore": ("inferenceservices", lambda o: o["spec"] == isvc_spec("model-1")),
+}
+
+
+def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out["metadata"].pop("resourceVersion")
+    return out
+
+
+@pytest.mark.parametrize("conflicts", [1, 2])
+@pytest.mark.parametrize("case", sorted(CONFLICT_CASES))
 def test_a_conflict_is_retried_once_then_fails_with_the_reason(
-    kube: FakeWorkloads, journal: Journal, tmp_path: Path
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path, case: str, conflicts: int
 ) -> None:
-    rollout_fixture(kube, "canary")
-    a = action(kube, journal, tmp_path, ROLLOUT_POD)
+    resource, applied = CONFLICT_CASES[case]
+    name = {"rollouts": "llm", "statefulsets": "shard"}.get(resource, "sklearn-iris")
+    a = action(kube, journal, tmp_path, _conflict_case(kube, journal, tmp_path, case))
     plan = a.plan()
-    kube.conflicts = 2
-    with pytest.raises(ActionError, match=r"changed between read and patch twice.*409"):
-        a.apply(plan, dry_run=False)
-    assert len(patches(kube, "rollouts")) == 2
-    assert not kube.get("rollouts", "inference", "llm")["status"].get("abort")
-    kube.conflicts = 1
-    assert a.apply(plan, dry_run=False).result == SUCCEEDED
-    assert len(patches(kube, "rollouts")) == 4
-    assert kube.get("rollouts", "inference", "llm")["status"]["abort"] is True
+    before = copy.deepcopy(kube.get(resource, "inference", name))
+    assert not applied(before)
+    kube.conflicts = conflicts
+    if conflicts == 1:
+        assert a.apply(plan, dry_run=False).result == SUCCEEDED
+    else:
+        with pytest.raises(ActionError, match=r"changed between read and patch twice.*409"):
+            a.apply(plan, dry_run=False)
+    answers = [code for m, p, code in kube.answered if m == "PATCH" and f"/{resource}/" in p]
+    after = kube.get(resource, "inference", name)
+    if conflicts == 1:
+        assert answers == [409, 200], "read again, sent again, applied once"
+        assert applied(after)
+    else:
+        assert answers == [409, 409]
+        assert _without_rv(after) == _without_rv(before), "nothing applied"
 
 
 def test_dry_run_reads_but_never_patches(
@@ -483,41 +591,145 @@ def test_without_a_canary_the_previous_recorded_spec_comes_back(
         action(kube, journal, tmp_path, ISVC_POD, rollback_id=2).plan()
 
 
-def test_the_spec_history_is_recorded_by_polling_and_bounded(
-    kube: FakeWorkloads, journal: Journal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from agent.rollback import journal as journal_mod
+def spec_history(
+    kube: FakeWorkloads,
+    journal: Journal,
+    tmp_path: Path,
+    refused: list[int],
+    *,
+    tokens: tuple[str, ...] = ("kube-token",),
+) -> Any:
+    """The controller's InferenceService history over one target per token (one
+    kubeconfig each; a wrong token is a target whose LIST is answered 401)."""
     from agent.rollback.history import SpecHistory
     from agent.rollback.policy import TargetSpec
 
-    target = TargetSpec(
-        "served",
-        "kubernetes_workload",
-        {
+    targets = []
+    for i, token in enumerate(tokens):
+        kc = kube.kubeconfig(tmp_path / f"kubeconfig-{i}")
+        doc = json.loads(kc.read_text())
+        doc["users"][0]["user"]["token"] = token
+        kc.write_text(json.dumps(doc))
+        params = {
             "namespace": "{namespace}",
             "pod": "{pod}",
             "allowed_namespaces": ["inference"],
             "kinds": ["InferenceService"],
             "history_interval": 30.0,
-            "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig")),
-        },
-    )
+            "kubeconfig": str(kc),
+        }
+        targets.append(TargetSpec(f"served-{i}", "kubernetes_workload", params))
+    return SpecHistory(targets, journal, default_client_factory, lambda: refused.append(1))
+
+
+def another_isvc(kube: FakeWorkloads, name: str, model: str = "model-2") -> str:
+    """An opted-in InferenceService ``name`` beside sklearn-iris; returns its history key."""
+    obj = copy.deepcopy(kube.get("inferenceservices", "inference", "sklearn-iris"))
+    obj["metadata"].update(name=name, uid=f"{name}-uid")
+    obj["spec"] = isvc_spec(model)
+    kube.put("inferenceservices", obj)
+    return object_key("inference", name)
+
+
+def test_the_spec_history_is_recorded_by_polling_and_bounded(
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     refused: list[int] = []
-    history = SpecHistory([target], journal, default_client_factory, lambda: refused.append(1))
+    history = spec_history(kube, journal, tmp_path, refused)
     for i in range(12):
         isvc_fixture(kube, canary=None, model=f"model-{i}")
         assert history.poll()["recorded"] == 1
-    assert history.poll() == {"recorded": 0, "unchanged": 1, "refused": 0}
+    assert history.poll() == {"recorded": 0, "unchanged": 1, "refused": 0, "forgotten": 0}
     kept = journal.specs("inferenceservice:inference/sklearn-iris")
     assert len(kept) == journal_mod.SPECS_PER_OBJECT
     assert kept[-1]["spec"] == isvc_spec("model-11") and kept[0]["spec"] == isvc_spec("model-2")
     # Only opted-in objects are listed, and past the bound on objects a new one is refused.
     assert any("labelSelector=vigil.dev/rollback%3Denabled" in p for _m, p, _b in kube.requests)
     monkeypatch.setattr(journal_mod, "MAX_SPEC_OBJECTS", 1)
-    other = copy.deepcopy(kube.get("inferenceservices", "inference", "sklearn-iris"))
-    other["metadata"]["name"] = "other"
-    kube.objects[("inferenceservices", "inference", "other")] = other
+    another_isvc(kube, "other")
     assert history.poll()["refused"] == 1 and refused == [1]
+
+
+def test_deleted_inferenceservices_free_their_place_in_the_history(
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models created and deleted over the journal's life, more than the bound on objects:
+    the newest is always recorded, and the one that stayed keeps its history."""
+    monkeypatch.setattr(journal_mod, "MAX_SPEC_OBJECTS", 3)
+    refused: list[int] = []
+    history = spec_history(kube, journal, tmp_path, refused)
+    isvc_fixture(kube, canary=None, model="model-1")
+    assert history.poll()["recorded"] == 1
+    isvc_fixture(kube, canary=None, model="model-2")
+    for i in range(10):
+        key = another_isvc(kube, f"churn-{i}")
+        counts = history.poll()
+        assert counts == {
+            "recorded": 1 + (i == 0),
+            "unchanged": int(i > 0),
+            "refused": 0,
+            "forgotten": int(i > 0),
+        }, i
+        assert [r["spec"] for r in journal.specs(key)] == [isvc_spec("model-2")]
+        del kube.objects[("inferenceservices", "inference", f"churn-{i}")]
+    assert history.poll()["forgotten"] == 1 and refused == []
+    assert not journal.specs(object_key("inference", "churn-9"))
+    kept = journal.specs(object_key("inference", "sklearn-iris"))
+    assert [r["spec"] for r in kept] == [isvc_spec("model-1"), isvc_spec("model-2")]
+    # ...so its rollback still finds the spec before the bad one.
+    plan = action(kube, journal, tmp_path, ISVC_POD).plan()
+    assert plan["mode"] == "restore" and plan["spec"] == isvc_spec("model-1")
+
+
+@pytest.mark.parametrize("how", ["list answered 503", "one of two targets unauthorised"])
+def test_a_failed_list_forgets_nothing(
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path, how: str
+) -> None:
+    refused: list[int] = []
+    tokens = ("kube-token",) if how.startswith("list") else ("kube-token", "revoked")
+    history = spec_history(kube, journal, tmp_path, refused, tokens=tokens)
+    isvc_fixture(kube, canary=None)
+    other = another_isvc(kube, "other")
+    assert history.poll()["recorded"] == 2
+    # Both deleted: an empty LIST would forget them, a failed one must not.
+    kube.objects = {k: v for k, v in kube.objects.items() if k[0] != "inferenceservices"}
+    if how.startswith("list"):
+        kube.list_error = 503
+    assert history.poll()["forgotten"] == 0
+    assert journal.specs(other) and journal.specs(object_key("inference", "sklearn-iris"))
+    if how.startswith("list"):
+        kube.list_error = 0
+        assert history.poll()["forgotten"] == 2
+        assert not journal.specs(other)
+
+
+def test_every_grant_in_the_rbac_table_is_used_by_a_rollback(
+    kube: FakeWorkloads, journal: Journal, tmp_path: Path
+) -> None:
+    """The other direction of the fixture's check: one rollback of each kind, each path,
+    and the history's poll need every (group, resource, verb) the Role grants, so the
+    table (and the Role built from it) holds nothing the controller does not use."""
+    steps = [
+        (lambda: (llm_fixture(kube), deployment_pod(kube)), "llm-3abc-q8w9e"),
+        (lambda: rollout_fixture(kube, "promoted"), ROLLOUT_POD),  # undo: the Rollout itself
+        (lambda: statefulset_fixture(kube), "shard-0"),
+        (lambda: isvc_fixture(kube, canary=10), ISVC_POD),
+    ]
+    for setup, pod_name in steps:
+        setup()  # each replaces the ReplicaSets of the one before
+        a = action(kube, journal, tmp_path, pod_name)
+        assert a.apply(a.plan(), dry_run=False).result == SUCCEEDED, pod_name
+    rollout_fixture(kube, "canary")  # abort: its status subresource
+    # Another controller's journal: this one would hold the Rollout in its cooldown.
+    other = Journal(tmp_path / "other.db")
+    try:
+        a = action(kube, other, tmp_path, ROLLOUT_POD)
+        assert a.apply(a.plan(), dry_run=False).result == SUCCEEDED
+    finally:
+        other.close()
+    # The history's LIST records the spec the canary rollback left (percent 0).
+    assert spec_history(kube, journal, tmp_path, []).poll()["recorded"] == 1
+    assert kube.used == RBAC, f"never used: {RBAC - kube.used}"
 
 
 # --- through the controller ------------------------------------------------------------------
@@ -526,8 +738,6 @@ def test_the_spec_history_is_recorded_by_polling_and_bounded(
 def test_the_controller_journals_each_outcome_with_its_reason(tmp_path: Path) -> None:
     """A real controller process: a conflict twice is `failed` with the reason, a refusal
     `refused`, and each is answered, journaled and counted without stopping the worker."""
-    import json
-
     from rbproc import ControllerProcess, alert, payload
 
     with FakeWorkloads() as kube:
