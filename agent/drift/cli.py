@@ -281,7 +281,8 @@ def _run(fn: Any) -> Any:
 
 
 def _columns(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
+    """A comma-separated column list, each name once (``a,a`` declares one column)."""
+    return list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
 
 
 def _read_typed(
@@ -290,8 +291,16 @@ def _read_typed(
     fmt = fmt or FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise CliError(f"cannot tell the format of {path}: use a .csv or .jsonl name, or --format")
+    if fmt == "npy":
+        # An array holds numbers only: it has no strings to be categories of.
+        raise UsageError(
+            f"{path} is npy, which holds numbers only: categorical columns "
+            f"({', '.join(categorical)}) need a CSV or JSON lines file"
+        )
     if features:
-        raise UsageError("--features applies only to .npy files, which hold no categories")
+        raise UsageError(
+            f"--features applies only to .npy files; {path} is {fmt}, which names its own features"
+        )
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -367,9 +376,11 @@ def cmd_set(ns: argparse.Namespace) -> int:
         (names, values), cats = _read_file(ns.file, ns.format, ns.features), {}
     check_features(names)
     schema = Schema.declare(names, categorical, outputs, confidence, cats)
+    schema.check_confidence(values)
     sample = Reference.from_rows(values, schema)
     path = store.save(model, version, sample, f"file: {Path(ns.file).resolve()}")
-    kinds = f" ({len(categorical)} categorical)" if categorical else ""
+    n_categorical = len(schema.categorical)
+    kinds = f" ({n_categorical} categorical)" if n_categorical else ""
     print(
         f"stored reference {model} {version}: {sample.n} rows x {sample.n_features} "
         f"features{kinds} in {path}; a running agent with this --state-dir uses it from the "

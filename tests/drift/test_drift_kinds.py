@@ -26,7 +26,13 @@ from agent.collectors.drift.parse import (
     read_typed_reference,
 )
 from agent.collectors.drift.reference import Reference
-from agent.collectors.drift.schema import MAX_CATEGORIES, UNSEEN, Schema, SchemaError
+from agent.collectors.drift.schema import (
+    MAX_CATEGORIES,
+    UNSEEN,
+    CaptureKinds,
+    Schema,
+    SchemaError,
+)
 from agent.collectors.drift.settings import DriftSettings
 from agent.collectors.drift.store import ReferenceStore
 
@@ -206,7 +212,8 @@ def test_effect_size_and_explanation_say_which_way_and_how_far(mon: DriftMonitor
     assert r.top()[0] == i
     explained = series(mon, "vigil_drift_explanation")
     key = max(explained, key=lambda k: explained[k])
-    assert key[2] == "amount" and re.match(r"amount: W/IQR (1|0\.9\d*), median \+1[34] ", key[3])
+    assert key[2:5] == ("amount", "numeric", "input")
+    assert re.match(r"amount: W/IQR (1|0\.9\d*), median \+1[34] ", key[5])
     q = series(mon, "vigil_drift_feature_quantile")
     assert (
         q[("fraud", "v1", "amount", "window", "0.5")]
@@ -266,6 +273,26 @@ def test_cli_sets_kinds_and_checks_a_window_file_with_unseen_categories(
     assert "categorical column 'colour' is not in the file" in capsys.readouterr().err
 
 
+def test_reference_set_counts_each_categorical_column_once_and_names_npy_mistakes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(9)
+    ref = tmp_path / "ref.csv"
+    ref.write_bytes(csv_of(reference_rows(rng, 300)))
+    state = ["--state-dir", str(tmp_path / "state")]
+    mv = ["--model", "fraud", "--version", "v1"]
+    twice = ["--categorical", "country,country,label", "--output", "label"]
+    assert main(["drift", "reference", "set", *mv, *twice, *state, str(ref)]) == 0
+    assert "(2 categorical)" in capsys.readouterr().out
+    npy = tmp_path / "ref.npy"
+    np.save(npy, rng.normal(size=(50, 2)))
+    argv = ["drift", "reference", "set", *mv, "--features", "amount,country"]
+    assert main([*argv, "--categorical", "country", *state, str(npy)]) == 2
+    err = capsys.readouterr().err
+    assert "is npy, which holds numbers only" in err and "(country)" in err
+    assert "--features applies only" not in err
+
+
 def test_a_capture_learns_declared_categories_and_stores_them(tmp_path: Path) -> None:
     store = ReferenceStore(tmp_path)
     declared = {"categorical": ["country", "label"], "outputs": ["label"], "confidence": []}
@@ -304,3 +331,40 @@ def test_a_capture_learns_at_most_max_categories_per_column(tmp_path: Path) -> N
     assert len(parsed.values) == MAX_CATEGORIES
     assert parsed.rejected == {"too_many_categories": 10}
     assert "feature 'user' already has 1,000 categories" in parsed.errors[0]
+
+
+def test_confidence_scores_outside_0_1_drop_their_row_in_every_body_form() -> None:
+    schema = Schema.declare(("amount", "score"), confidence=["score"])
+    good, edge = {"amount": 1.0, "score": 0.5}, [{"amount": 2.0, "score": s} for s in (0, 1)]
+    rows = [good, *edge, {"amount": 3.0, "score": 7}, {"amount": 4.0, "score": -0.01}]
+    by_rows = parse_rows(rows, schema)
+    assert by_rows.values[:, 1].tolist() == [0.5, 0.0, 1.0]  # 0 and 1 are confidences
+    assert by_rows.rejected == {"confidence_out_of_range": 2}
+    assert "row 3: confidence column 'score' holds 7;" in by_rows.errors[0]
+    cols = {"amount": [r["amount"] for r in rows], "score": [r["score"] for r in rows]}
+    by_cols = parse_document({"columns": cols}, schema)
+    assert by_cols.values.tolist() == by_rows.values.tolist()
+    assert by_cols.rejected == by_rows.rejected and by_cols.errors[0] == by_rows.errors[0]
+    # A non-finite score is counted once, as non_finite; an input may hold any number.
+    cols = {"amount": [500.0, 1.0], "score": [float("nan"), 0.2]}
+    mixed = parse_document({"columns": cols}, schema)
+    assert mixed.rejected == {"non_finite": 1} and mixed.values.tolist() == [[1.0, 0.2]]
+
+
+def test_a_capture_refuses_out_of_range_confidence_and_reference_set_names_the_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = CaptureKinds([], [], ["score"])
+    parsed = parse_rows([{"amount": 1.0, "score": 1.5}, {"amount": 1.0, "score": 0.9}], capture)
+    assert parsed.rejected == {"confidence_out_of_range": 1} and len(parsed.values) == 1
+    ref = tmp_path / "ref.csv"
+    ref.write_text("amount,score\n" + "".join(f"{i},{i / 10}\n" for i in range(13)))
+    state = ["--state-dir", str(tmp_path / "state")]
+    mv = ["--model", "m", "--version", "v1"]
+    assert main(["drift", "reference", "set", *mv, "--confidence", "score", *state, str(ref)]) == 1
+    err = capsys.readouterr().err
+    assert "row 11: confidence column 'score' holds 1.1" in err and "2 of 13 rows outside" in err
+    assert not (tmp_path / "state" / "drift").exists() or not any(
+        (tmp_path / "state" / "drift").glob("m*")
+    )
+    assert main(["drift", "reference", "set", *mv, "--output", "score", *state, str(ref)]) == 0

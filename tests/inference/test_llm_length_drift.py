@@ -21,6 +21,8 @@ from agent.collectors.drift.lengths import (
     LengthDrift,
     compare_lengths,
     read_reference,
+    reference_path,
+    write_reference,
 )
 from agent.collectors.inference import kinds
 
@@ -174,3 +176,34 @@ def test_reference_period_set_from_two_saved_pages_by_the_cli(tmp_path: Path) ->
     )  # fmt: skip
     assert bad.returncode == 1 and "no series of model 'other'" in bad.stderr
     assert not (tmp_path / "s2").exists()
+
+
+def test_each_model_name_has_its_own_stored_reference(tmp_path: Path) -> None:
+    """ "org/name" and "org_name" are two models: the reference set for one never serves
+    the other (the file name is the model name percent-encoded, not flattened)."""
+    names = [
+        MODEL, MODEL.replace("/", "_"), MODEL.replace("/", "%2F"), "a~b", "", ".", "..",
+        "x" * 300, "x" * 299 + "y", "x" * 183 + "~" + "0" * 16,
+    ]  # fmt: skip
+    paths = [reference_path(tmp_path, n) for n in names]
+    assert len(set(paths)) == len(names)
+    for path in paths:
+        assert path.parent == tmp_path / "drift" / "lengths" and len(path.name.encode()) <= 255
+    rng = np.random.default_rng(4)
+    server = Server("vllm")
+    server.serve(*chat(rng, 299))
+    st = server.stats()
+    assert st.prompt_tokens is not None and st.generation_tokens is not None
+    refs = {
+        "prompt": Counts.from_cumulative(st.prompt_tokens.buckets),
+        "generation": Counts.from_cumulative(st.generation_tokens.buckets),
+    }
+    twin = reference_path(tmp_path, MODEL.replace("/", "_"))
+    twin.parent.mkdir(parents=True)
+    twin.write_bytes(write_reference(refs, "the other model's"))
+    drift = LengthDrift(tmp_path)
+    feed(drift, server, 0.0)
+    assert samples(drift, "vigil_inference_length_reference_requests")["prompt"] == 0
+    reference_path(tmp_path, MODEL).write_bytes(write_reference(refs, "this model's"))
+    feed(drift, server, 1.0)
+    assert samples(drift, "vigil_inference_length_reference_requests")["prompt"] == 300

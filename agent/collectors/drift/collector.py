@@ -4,6 +4,7 @@ ingest routes and the tailer, and the monitor's results as metric families."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -59,14 +60,21 @@ def render(monitor: DriftMonitor) -> list[Metric]:
     def add(spec: MetricSpec, labels: list[str], value: float) -> None:
         fam[spec.name].add_metric(labels, value)
 
+    # Per-feature series stop at the first `limit` features of each reference: the rest are
+    # not built at all, so a 10,000-feature reference costs a scrape what a narrow one does
+    # (the max-series cap would only trim them after the fact). Decisions, explanations and
+    # the test itself cover every feature.
+    limit = monitor.settings.max_exported_features
     for (model, version), t in sorted(monitor.tracked().items()):
         mv = [model, version]
         add(m.WINDOW_SAMPLES, mv, float(len(t.window)))
         add(m.SAMPLES, mv, float(t.samples_total))
         schema = t.ref.schema
-        for f, kind, role in zip(schema.names, schema.kinds, schema.roles, strict=True):
+        add(m.FEATURES_NOT_EXPORTED, mv, float(not_exported(len(schema.names), limit)))
+        features = zip(schema.names, schema.kinds, schema.roles, strict=True)
+        for f, kind, role in islice(features, limit):
             add(m.FEATURE_INFO, [*mv, f, kind, role], 1.0)
-        _confidence(fam[m.PREDICTION_CONFIDENCE.name], mv, t)
+        _confidence(fam[m.PREDICTION_CONFIDENCE.name], mv, t, limit)
         out = t.last
         if out is None:
             continue
@@ -78,7 +86,7 @@ def render(monitor: DriftMonitor) -> list[Metric]:
         add(m.DETECTED, mv, 1.0 if r.detected else 0.0)
         if any(schema.is_output(i) for i in range(len(schema.names))):
             add(m.OUTPUT_DETECTED, mv, 1.0 if r.output_detected else 0.0)
-        for i, feature in enumerate(r.feature_names):
+        for i, feature in enumerate(r.feature_names[:limit]):
             mvf = [*mv, feature]
             stat = m.CHI2_STATISTIC if r.tests[i] == CHI2 else m.KS_STATISTIC
             add(stat, mvf, float(r.statistic[i]))
@@ -88,7 +96,8 @@ def render(monitor: DriftMonitor) -> list[Metric]:
             _shift(add, mvf, r.tests[i], r.shifts[i])
         for i in r.top():
             summary = f"{r.feature_names[i]}: {explain(r, i)}"
-            add(m.EXPLANATION, [*mv, r.feature_names[i], summary], float(r.effect[i]))
+            why = [*mv, r.feature_names[i], schema.kinds[i], schema.roles[i], summary]
+            add(m.EXPLANATION, why, float(r.effect[i]))
     for (model, reason), count in sorted(monitor.rejected.copy().items()):
         add(m.REJECTED_SAMPLES, [model, reason], float(count))
     for labels, count in load_error_series(
@@ -114,13 +123,20 @@ def _shift(add: Any, mvf: list[str], test: str, shift: Shift) -> None:
         add(m.QUANTILE, [*mvf, "window", str(q)], win_q)
 
 
-def _confidence(fam: HistogramMetricFamily, mv: list[str], t: Tracked) -> None:
+def not_exported(features: int, limit: int) -> int:
+    """Features of a reference whose per-feature series are not rendered."""
+    return max(0, features - limit)
+
+
+def _confidence(fam: HistogramMetricFamily, mv: list[str], t: Tracked, limit: int) -> None:
     if t.confidence is None or t.confidence_sum is None:
         return
-    names = [
-        f for f, r in zip(t.ref.schema.names, t.ref.schema.roles, strict=True) if r == CONFIDENCE
-    ]
+    schema = t.ref.schema
+    names = [f for f, r in zip(schema.names, schema.roles, strict=True) if r == CONFIDENCE]
+    exported = set(schema.names[:limit])
     for j, feature in enumerate(names):
+        if feature not in exported:
+            continue
         buckets = [
             (str(le), float(c)) for le, c in zip(CONFIDENCE_BUCKETS, t.confidence[j], strict=False)
         ]

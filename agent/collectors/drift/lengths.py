@@ -7,8 +7,11 @@ tokens``, ``vllm:request_generation_tokens``, ``sglang:prompt_tokens_histogram``
 collector hands each scrape's histograms to :meth:`LengthDrift.observe`.
 
 * Reference: the bucket counts of the first :data:`REFERENCE_REQUESTS` requests the agent
-  sees finish per server and model, or a period an operator chose, stored with ``vigil
-  drift lengths set`` (from two saved /metrics pages) in ``STATE/drift/lengths/<model>.json``.
+  sees finish, captured per server and model; or a period an operator chose, stored with
+  ``vigil drift lengths set`` (from two saved /metrics pages) per model name in
+  ``STATE/drift/lengths/<model>.json`` (the name percent-encoded), which then serves every
+  server of that model on the node: the same model is asked the same kind of question
+  whichever replica answers it.
 * Window: the requests that finished in the last :data:`WINDOW_S` seconds (the counts'
   increase since the oldest scrape kept within that time).
 * Test: chi-squared homogeneity of the two sets of bucket counts (each bucket a category;
@@ -21,6 +24,7 @@ Cost: one small count table per server, model and length per scrape; memory: at 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -240,9 +245,24 @@ class LengthDrift:
         return [pval, effect, detected, requests]
 
 
+# Longest file name stem: ext4 and most file systems allow 255 bytes per name; a stem past
+# this is cut and told apart by a hash of the whole model name.
+MAX_STEM = 200
+
+
 def _safe(model: str) -> str:
-    """A file name for a model name (served models are often "org/name")."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in model)[:128] or "_"
+    """A file name for a model name, one per name: served models are often "org/name", and
+    "org/name" and "org_name" are two models. Percent-encoding keeps letters, digits and
+    ``._-`` readable and is reversible; a stem too long for a file name is cut and ends in
+    a hash of the whole name, so two long names that share a prefix still differ."""
+    # quote() keeps "~" as is: encoded here, it marks a cut stem and nothing else.
+    stem = quote(model, safe="._-").replace("~", "%7E")
+    if stem in ("", ".", ".."):  # not names of a file of their own; no other stem ends in %
+        stem += "%"
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+        stem = f"{stem[: MAX_STEM - 17]}~{digest}"
+    return stem
 
 
 def reference_path(state_dir: Path, model: str) -> Path:

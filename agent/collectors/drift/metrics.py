@@ -66,7 +66,8 @@ REJECTED_SAMPLES = MetricSpec(
     "Samples refused, by reason (unknown_model, unknown_feature, missing_feature, "
     "non_numeric, non_finite, malformed, too_large, unauthorized, client_dropped, "
     "feature_mismatch, too_many_rows, too_many_features, bootstrap_limit, store_failed, "
-    "wrong_kind, category_too_long, too_many_categories, reference_changed); "
+    "wrong_kind, category_too_long, too_many_categories, confidence_out_of_range, "
+    "reference_changed); "
     "model is (unknown) for models with no loaded reference.",
     OWNER,
     ("model", "reason"),
@@ -142,10 +143,20 @@ CATEGORY_SHARE = MetricSpec(
 EXPLANATION = MetricSpec(
     "vigil_drift_explanation",
     "gauge",
-    "Effect size of each drifted feature among the three largest, with a summary of its "
-    "shift (which way, how far) for alert descriptions; sort_desc orders them.",
+    "Effect size of each drifted feature among the three largest of its role and kind "
+    "(numeric: IQRs moved, categorical: Jensen-Shannon distance), with a summary of its "
+    "shift (which way, how far) for alert descriptions; the rules rank across kinds by "
+    "effect over each kind's large-drift threshold.",
     OWNER,
-    (*MVF, "summary"),
+    (*MVF, "kind", "role", "summary"),
+)
+FEATURES_NOT_EXPORTED = MetricSpec(
+    "vigil_drift_features_not_exported",
+    "gauge",
+    "Features of the model version whose per-feature series are not exported (past "
+    "max-exported-features, in the reference's order); the drift decision still covers them.",
+    OWNER,
+    MV,
 )
 PREDICTION_CONFIDENCE = MetricSpec(
     "vigil_prediction_confidence",
@@ -175,5 +186,6 @@ METRICS = (
     QUANTILE,
     CATEGORY_SHARE,
     EXPLANATION,
+    FEATURES_NOT_EXPORTED,
     PREDICTION_CONFIDENCE,
 )

@@ -29,12 +29,15 @@ import numpy as np
 from agent.collectors.drift.schema import (
     CATEGORICAL,
     CONFIDENCE,
+    CONFIDENCE_MAX,
+    CONFIDENCE_MIN,
     INPUT,
     MAX_CATEGORIES,
     MAX_CATEGORY_LEN,
     UNSEEN_CODE,
     CaptureKinds,
     Schema,
+    confidence_problem,
 )
 
 # Reasons, as they appear in vigil_drift_rejected_samples_total{reason}.
@@ -51,6 +54,9 @@ WRONG_KIND = "wrong_kind"
 CATEGORY_TOO_LONG = "category_too_long"
 # A row that would teach a capture one category more than MAX_CATEGORIES in a column.
 TOO_MANY_CATEGORIES = "too_many_categories"
+# A confidence column's value outside [0, 1] (schema.confidence_problem): the row is
+# dropped, the others kept, as for any other bad value.
+CONFIDENCE_OUT_OF_RANGE = "confidence_out_of_range"
 
 MAX_ERRORS = 5  # messages returned to the client; the counters have the full tally
 # Largest client_dropped one request may report. It feeds a counter whose rate is read as
@@ -319,6 +325,14 @@ class _Kinds:
         elif features is not None:
             self.names = tuple(features)
         self.strict = bool(self.codes) or self.capture is not None
+        # Columns whose values must lie in [0, 1]: declared confidence scores.
+        self.confidence: frozenset[str] = frozenset(
+            self.schema.confidence
+            if self.schema is not None
+            else self.capture.confidence
+            if self.capture is not None
+            else ()
+        )
 
     def wrong_kind(self, where: str, name: str, value: Any) -> ParseError:
         want = "a category (a string)" if name in self.codes else "a number"
@@ -436,6 +450,10 @@ def _row_problem(
         if isinstance(v, str):
             what = "not a finite number" if v == NON_FINITE else "not a number"
             return v, f"feature {k!r}: {_short(row[k])} is {what}"
+        if k in kinds.confidence:
+            problem = confidence_problem(k, v)
+            if problem is not None:
+                return CONFIDENCE_OUT_OF_RANGE, problem
     return None
 
 
@@ -467,7 +485,8 @@ def parse_columns(
     if missing:
         parsed.reject(MISSING_FEATURE, f"missing feature {missing[0]!r}; all {n} rows dropped", n)
         return parsed
-    # 0 ok, 1 non-numeric, 2 non-finite, 3 category too long, 4 capture's column full
+    # 0 ok, 1 non-numeric, 2 non-finite, 3 category too long, 4 capture's column full,
+    # 5 confidence out of range
     bad = np.zeros(n, dtype=np.int8)
     values = np.empty((n, len(names)))
     for j, name in enumerate(names):
@@ -499,10 +518,19 @@ def parse_columns(
     for i in np.nonzero(nonfinite)[0][: max(0, MAX_ERRORS - len(parsed.errors))]:
         parsed.errors.append(f"row {int(i)}: a value is not a finite number")
     bad[nonfinite] = 2
+    for j, name in enumerate(names):
+        if name in kinds.confidence:
+            scores = values[:, j]
+            with np.errstate(invalid="ignore"):
+                out = (bad == 0) & ((scores < CONFIDENCE_MIN) | (scores > CONFIDENCE_MAX))
+            for i in np.nonzero(out)[0][: max(0, MAX_ERRORS - len(parsed.errors))]:
+                parsed.errors.append(f"row {int(i)}: {confidence_problem(name, scores[i])}")
+            bad[out] = 5
     parsed.rejected[NON_NUMERIC] += int((bad == 1).sum())
     parsed.rejected[NON_FINITE] += int((bad == 2).sum())
     parsed.rejected[CATEGORY_TOO_LONG] += int((bad == 3).sum())
     parsed.rejected[TOO_MANY_CATEGORIES] += int((bad == 4).sum())
+    parsed.rejected[CONFIDENCE_OUT_OF_RANGE] += int((bad == 5).sum())
     parsed.rejected = +parsed.rejected  # drop zero counts
     parsed.values = values[bad == 0]
     return parsed

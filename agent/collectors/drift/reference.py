@@ -96,11 +96,24 @@ class DriftResult:
         return self._any(outputs=True)
 
     def top(self, k: int = 3) -> list[int]:
-        """Drifted features, largest effect first (at most k)."""
+        """Drifted features, at most k of each (role, kind), largest effect first within
+        each, the groups in schema order of their first feature.
+
+        Ranked only within a group: an input and an output answer different alerts, and
+        a Wasserstein distance in IQRs (unbounded) and a Jensen-Shannon distance (0 to 1)
+        are on different scales. Across kinds, the alert rules rank by each effect over
+        its kind's large-drift threshold (alerts/thresholds.yml), where that number lives.
+        """
         if self.drifted is None:
             return []
-        idx = [i for i in range(len(self.feature_names)) if self.drifted[i]]
-        return sorted(idx, key=lambda i: -float(self.effect[i]))[:k]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i in range(len(self.feature_names)):
+            if self.drifted[i]:
+                groups.setdefault((self.schema.roles[i], self.schema.kinds[i]), []).append(i)
+        out: list[int] = []
+        for idx in groups.values():
+            out.extend(sorted(idx, key=lambda i: -float(self.effect[i]))[:k])
+        return out
 
 
 class Reference:

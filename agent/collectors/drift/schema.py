@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 KINDS = (NUMERIC, CATEGORICAL)
 INPUT, OUTPUT, CONFIDENCE = "input", "output", "confidence"
@@ -34,6 +36,20 @@ MAX_CATEGORIES = 1000
 # Longest category string: longer values are refused (reason category_too_long), as a
 # class name this long is a serialisation bug (a whole record sent as one value).
 MAX_CATEGORY_LEN = 200
+# A confidence score is a probability. vigil_prediction_confidence's buckets end at 1, so a
+# value outside would land in +Inf and pull its mean away: a logit or a raw score declared
+# --confidence by mistake is refused rather than charted as a confidence.
+CONFIDENCE_MIN, CONFIDENCE_MAX = 0.0, 1.0
+
+
+def confidence_problem(name: str, value: float) -> str | None:
+    """Why ``value`` cannot be a confidence score of column ``name``, or None."""
+    if CONFIDENCE_MIN <= value <= CONFIDENCE_MAX:
+        return None
+    return (
+        f"confidence column {name!r} holds {value:g}; a confidence score must lie in "
+        f"[{CONFIDENCE_MIN:g}, {CONFIDENCE_MAX:g}]"
+    )
 
 
 class SchemaError(ValueError):
@@ -99,6 +115,24 @@ class Schema:
     def plain(self) -> bool:
         """Numeric inputs only: the header needs no declarations (older agents read it)."""
         return all(k == NUMERIC for k in self.kinds) and all(r == INPUT for r in self.roles)
+
+    @property
+    def confidence(self) -> tuple[str, ...]:
+        return tuple(n for n, r in zip(self.names, self.roles, strict=True) if r == CONFIDENCE)
+
+    def check_confidence(self, values: np.ndarray) -> None:
+        """Refuses a (rows x features) reference whose confidence columns leave [0, 1],
+        naming the column, the first such row and its value."""
+        for name in self.confidence:
+            col = values[:, self.names.index(name)]
+            bad = np.nonzero((col < CONFIDENCE_MIN) | (col > CONFIDENCE_MAX))[0]
+            if bad.size:
+                row = int(bad[0])
+                raise SchemaError(
+                    f"row {row}: {confidence_problem(name, float(col[row]))} ({bad.size:,} "
+                    f"of {col.size:,} rows outside; a score on another scale belongs in "
+                    "--output)"
+                )
 
     @property
     def categorical(self) -> tuple[str, ...]:

@@ -76,6 +76,18 @@ class DriftSettings:
         "vigil_drift_reference_load_errors",
         minimum=1,
     )
+    # Rendering is per feature (11 series each), so a wide reference would build tens of
+    # thousands of series on every scrape only for the collector's max-series cap to trim
+    # them; past this many the rest are neither built nor exported. The default covers the
+    # maximum node of docs/scale.md (32 features) with room.
+    max_exported_features: int = option(
+        64,
+        "most features per model version whose per-feature series are exported (the first "
+        "in the reference's order); the test and the decisions still use every feature, "
+        "the rest show in vigil_drift_features_not_exported",
+        minimum=1,
+        maximum=MAX_FEATURES,
+    )
     max_rows: int = option(
         100_000,
         "most rows one ingest request may carry; larger ones are refused whole "
