@@ -79,6 +79,14 @@ def _interval(value: str) -> float:
     return v
 
 
+def _target(value: str) -> str:
+    # An empty name (`vigil explain ""`, an unset shell variable) would otherwise read as
+    # "no target" and print every pod: a script asking about one pod gets them all.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty; leave it out to see every pod or process")
+    return value
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--agent",
@@ -111,7 +119,9 @@ def register(sub: Any) -> None:
         epilog=EXPLAIN_EPILOG,
         formatter_class=fmt,
     )
-    explain.add_argument("target", nargs="?", metavar="POD|PID", help="a pod or a process id")
+    explain.add_argument(
+        "target", nargs="?", type=_target, metavar="POD|PID", help="a pod or a process id"
+    )
     explain.add_argument("--json", action="store_true", help="print the agent's JSON answer")
     _client_args(explain)
     explain.set_defaults(func=_run(cmd_explain))
@@ -157,7 +167,7 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     doc = agent.diagnosis()
     targets = select_targets(doc["targets"], ns.target)
     if ns.json:
-        if ns.target:
+        if ns.target is not None:
             doc = {**doc, "targets": targets}
         print(json.dumps(doc, indent=2))
         return EXIT_OK

@@ -48,7 +48,7 @@ def target_name(t: dict[str, Any]) -> str:
 def select_targets(targets: Sequence[dict[str, Any]], query: str | None) -> list[dict[str, Any]]:
     """The targets ``query`` names: a pid, ``NAMESPACE/POD``, a pod name or a unique prefix
     of one. Raises :class:`DiagnosisError` listing the known ones when none match."""
-    if not query:
+    if query is None:
         return list(targets)
     # isdigit() alone accepts "²", which int() rejects: only ASCII digits are a pid.
     is_pid = query.isascii() and query.isdigit()

@@ -83,6 +83,16 @@ def test_an_unknown_pod_fails_and_lists_the_known_ones(agent: FakeAgent) -> None
     )
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_target_is_a_usage_error_not_every_pod(agent: FakeAgent, name: str) -> None:
+    # `vigil explain "$POD"` with POD unset must not answer about every pod.
+    out = explain(agent.url, name)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "argument POD|PID: empty; leave it out to see every pod or process" in out.stderr
+    assert agent.requests == 0
+
+
 def test_without_a_token_it_says_where_it_looked(agent: FakeAgent, tmp_path: Path) -> None:
     out = explain(agent.url, "--state-dir", str(tmp_path), token=False)
     assert out.returncode == 1

@@ -44,7 +44,7 @@ ARGS = [
     "--collector.diagnosis.interval",
     "1s",
     "--collector.diagnosis.window",
-    "5s",
+    "20s",
 ]
 
 

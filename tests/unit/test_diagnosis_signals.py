@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from agentproc import run_vigil
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.core import (
@@ -21,6 +22,7 @@ from prometheus_client.core import (
 )
 
 from agent.collectors.diagnosis.api import routes
+from agent.collectors.diagnosis.causes import CAUSES, FAMILY_OF
 from agent.collectors.diagnosis.collector import DiagnosisCollector
 from agent.collectors.diagnosis.settings import DiagnosisSettings
 from agent.collectors.diagnosis.signals import (
@@ -252,6 +254,26 @@ def rendered(c: DiagnosisCollector) -> dict[tuple[str, frozenset[tuple[str, str]
     }
 
 
+def test_every_cause_is_described_once_whether_it_holds_or_not() -> None:
+    # The alert annotations join this series for the cause's explanation: it must be there
+    # before any verdict, and stay one series per cause however many targets there are.
+    c, _ = collector()
+    c.step()  # type: ignore[attr-defined]
+    info = {
+        dict(labels)["cause"]: dict(labels)
+        for (name, labels), value in rendered(c).items()
+        if name == "vigil_diagnosis_cause_info" and value == 1.0
+    }
+    assert set(info) == set(CAUSES)
+    assert info["cpu_starved"] == {
+        "cause": "cpu_starved",
+        "family": "cpu",
+        "severity": "warning",
+        "explanation": CAUSES["cpu_starved"].why,
+    }
+    assert {c: i["family"] for c, i in info.items()} == FAMILY_OF
+
+
 def test_collector_needs_a_full_window_then_renders_causes_with_evidence() -> None:
     c, _ = collector()
     c.step()  # type: ignore[attr-defined]
@@ -312,6 +334,25 @@ def test_settings_refuse_what_cannot_work() -> None:
     assert DiagnosisSettings(model_owners=("a=1", "a=x", "b=y")).owners() == {
         "a": ["1", "x"], "b": ["y"],
     }  # fmt: skip
+
+
+def test_a_window_shorter_than_a_verdict_needs_is_refused() -> None:
+    # Ten one-second rounds make enough snapshots, but never the minimum window: every
+    # verdict would read insufficient_evidence for as long as the agent runs.
+    with pytest.raises(SettingError, match="window: 10s is shorter than the 20s") as err:
+        DiagnosisSettings(window=10.0, interval=1.0)
+    assert err.value.option == "window"
+    assert DiagnosisSettings(window=20.0, interval=1.0).window == 20.0
+
+
+@pytest.mark.parametrize("window", ["10s", "19.5s"])
+def test_vigil_run_refuses_a_short_diagnosis_window_before_starting(window: str) -> None:
+    res = run_vigil(
+        ["run", "--collector.diagnosis.window", window, "--collector.diagnosis.interval", "1s"]
+    )
+    assert res.returncode == 2, res.stderr
+    assert "collector.diagnosis.window" in res.stderr and "minimum 20" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 async def _get(c: DiagnosisCollector | None, path: str) -> tuple[int, Any]:

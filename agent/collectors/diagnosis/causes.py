@@ -93,8 +93,17 @@ CAUSES: dict[str, CauseInfo] = {
         "check the process and its port; see the inference alerts",
     ),
 }
+# The families the alert rules group causes by (one alert per family, alerts/rules.tmpl.yml):
+# what part of the node a cause points at, and so who looks at it.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu_starved", "cpu_throttled", "gil_bound", "blocked"),
+    "gpu": ("gpu_saturated", "gpu_memory_pressure", "gpu_starved", "gpu_throttled"),
+    "drift": ("input_drift",),
+    "service": ("service_errors", "service_stalled", "service_unreachable"),
+}
+FAMILY_OF: dict[str, str] = {c: f for f, causes in FAMILIES.items() for c in causes}
 # Host-side causes that explain an idle GPU with work for it.
-HOST_CAUSES = ("cpu_starved", "cpu_throttled", "gil_bound", "blocked")
+HOST_CAUSES = FAMILIES["cpu"]
 
 
 def runbook(cause: str) -> str:

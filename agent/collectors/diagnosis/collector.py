@@ -17,6 +17,7 @@ from prometheus_client.core import Metric
 
 from agent.collectors.diagnosis import metrics as m
 from agent.collectors.diagnosis.api import routes
+from agent.collectors.diagnosis.causes import CAUSES, FAMILY_OF
 from agent.collectors.diagnosis.diagnose import Verdict, diagnose, runbook
 from agent.collectors.diagnosis.settings import DiagnosisSettings
 from agent.collectors.diagnosis.signals import SIGNALS, Frame, Key, Signals, compute, frame_of
@@ -103,13 +104,16 @@ class DiagnosisCollector(SnapshotCollector):
                 for e in c.evidence:
                     evidence.add_metric([*labels, c.cause, e.signal], e.value)
                     threshold.add_metric([*labels, c.cause, e.signal], e.threshold)
+        info = m.CAUSE_INFO.gauge()
+        for name, about in CAUSES.items():
+            info.add_metric([name, FAMILY_OF[name], about.severity, about.why], 1.0)
         window = m.WINDOW.gauge()
         window.add_metric([], snapshot.window_seconds)
         targets = m.TARGETS.gauge()
         targets.add_metric([], float(len(snapshot.targets)))
         refused = m.TARGETS_REFUSED.counter()
         refused.add_metric([], float(snapshot.refused))
-        return [cause, evidence, threshold, status, window, targets, refused]
+        return [cause, info, evidence, threshold, status, window, targets, refused]
 
     # -- the API's view ----------------------------------------------------------------
     def report(self, pod: str | None = None, pid: int | None = None) -> dict[str, Any] | None:

@@ -20,6 +20,15 @@ CAUSE = MetricSpec(
     OWNER,
     (*LABEL_NAMES, "cause", "severity"),
 )
+CAUSE_INFO = MetricSpec(
+    "vigil_diagnosis_cause_info",
+    "gauge",
+    "1 for every cause the diagnosis knows, whether it holds or not (a fixed set, one series "
+    "per cause): its family (the alert that names it), severity and one-line explanation, "
+    "for alert annotations and dashboards to join on cause.",
+    OWNER,
+    ("cause", "family", "severity", "explanation"),
+)
 EVIDENCE = MetricSpec(
     "vigil_diagnosis_evidence",
     "gauge",
@@ -66,4 +75,13 @@ TARGETS_REFUSED = MetricSpec(
 )
 STATUSES = ("ok", "causes", "insufficient_evidence")
 
-METRICS = (CAUSE, EVIDENCE, EVIDENCE_THRESHOLD, STATUS, WINDOW, TARGETS, TARGETS_REFUSED)
+METRICS = (
+    CAUSE,
+    CAUSE_INFO,
+    EVIDENCE,
+    EVIDENCE_THRESHOLD,
+    STATUS,
+    WINDOW,
+    TARGETS,
+    TARGETS_REFUSED,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.collectors.diagnosis.thresholds import DEFAULT
 from agent.options import SettingError, option
 
 
@@ -18,9 +19,9 @@ class DiagnosisSettings:
     window: float = option(
         60.0,
         "time span that rates and averages are taken over; a verdict needs at least the "
-        "minimum window of docs/diagnosis.md.",
+        "minimum window of docs/diagnosis.md, so a shorter one is refused.",
         type="duration",
-        minimum=1.0,
+        minimum=DEFAULT.min_window_seconds,
     )
     max_targets: int = option(
         256,
@@ -40,6 +41,14 @@ class DiagnosisSettings:
                 "window",
                 f"{self.window:g}s is less than two intervals ({self.interval:g}s each): a "
                 "rate needs two snapshots",
+            )
+        # Checked here too, not only when parsing flags: a settings object built in code
+        # with a shorter window would keep every verdict at insufficient_evidence forever.
+        if self.window < DEFAULT.min_window_seconds:
+            raise SettingError(
+                "window",
+                f"{self.window:g}s is shorter than the {DEFAULT.min_window_seconds:g}s a "
+                "verdict needs: every verdict would stay insufficient_evidence",
             )
         for pair in self.model_owners:
             model, sep, name = pair.partition("=")

@@ -1,8 +1,11 @@
 """Every number the diagnosis decides with, in one place, each with its reason.
 
-docs/diagnosis.md quotes these (a test checks that it quotes these values), the agent
-exports them as ``vigil_diagnosis_threshold{cause,signal}``, and the alert annotations read
-that series rather than restating a number. Ratios are 0..1; times are seconds.
+docs/diagnosis.md quotes these (a test checks that it quotes these values). For each cause
+that holds, the agent exports the value each piece of evidence was compared with as
+``vigil_diagnosis_evidence_threshold`` (per-process labels, ``cause``, ``signal``) next to
+the value itself, ``vigil_diagnosis_evidence``. The alert rules restate none of these
+numbers: they fire on ``vigil_diagnosis_cause`` and quote ``vigil_diagnosis_evidence``.
+Ratios are 0..1; times are seconds.
 """
 
 from __future__ import annotations
@@ -108,5 +111,5 @@ DEFAULT = Thresholds()
 
 
 def as_table(t: Thresholds = DEFAULT) -> list[tuple[str, float]]:
-    """(name, value) of every threshold, for docs and the threshold metric."""
+    """(name, value) of every threshold: the table docs/diagnosis.md quotes."""
     return [(f.name, float(getattr(t, f.name))) for f in fields(t)]
