@@ -1080,14 +1080,18 @@ DIAGNOSIS_LINKS = [
         "Workload: CPU, GPU use, Python profile of this pod",
         f"/d/vigil-inference-workload?{_TO_POD}",
     ),
+    # The node and drift boards have no pod variable (a GPU or a model is what they show),
+    # and a row does not name the pod's GPU or model: these links narrow to the pod's node,
+    # the most the row can say; the table's description tells the reader.
     Link(
-        "Node: the GPUs of this node",
+        "Node: the GPUs of this pod's node",
         "/d/vigil-node-overview?var-cluster=${__field.labels.cluster}"
         "&var-node=${__field.labels.node}&${__url_time_range}",
     ),
     Link(
-        "Drift: models and rollbacks",
-        "/d/vigil-drift-rollbacks?var-cluster=${__field.labels.cluster}&${__url_time_range}",
+        "Drift: the models of this pod's node, and rollbacks",
+        "/d/vigil-drift-rollbacks?var-cluster=${__field.labels.cluster}"
+        "&var-node=${__field.labels.node}&${__url_time_range}",
     ),
 ]
 
@@ -1122,7 +1126,9 @@ def diagnosis() -> dict[str, Any]:
                 "One row per pod (or process outside a pod) and cause the diagnosis holds now. "
                 "Click a row for the workload dashboard filtered to it, where the evidence "
                 "is; docs/diagnosis.md#<cause> says what to do. `vigil explain POD` on the "
-                "node prints the whole verdict.",
+                "node prints the whole verdict. The Node and Drift links open the pod's "
+                "node only, not the pod: those dashboards are per GPU and per model, and "
+                "the row does not say which GPU or model the pod uses (pick it there).",
                 [
                     target(
                         "max by (cluster, node, namespace, pod, container, comm, pid, cause, "

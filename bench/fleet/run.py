@@ -14,7 +14,9 @@ side by side in one run:
   dashboard runs it (a range query over the stretch, 30 s step) and with the recorded
   series replaced by the raw expressions they record: the ratio is what the rules save;
 - the query time of every alert expression and of every recording rule (an instant query
-  at the end: what one evaluation costs Prometheus).
+  at the end: what one evaluation costs Prometheus); an alert that reads a recorded series
+  also with that series replaced by the raw expression it records (the alert before the
+  recording rule), next to the alert plus the rules it reads (the alert after).
 
 Usage: .venv/bin/python bench/fleet/run.py [--nodes 100,300] [--minutes 30] [--step 30]
 Needs `prometheus` and `promtool` (Debian packages). Times are medians of --repeat runs.
@@ -257,6 +259,8 @@ class Result:
     panels: list[tuple[str, float, float, int, int]]  # where, raw s, recorded s, n raw, n rec
     alerts: list[tuple[str, float]]
     rule_eval: list[tuple[str, float]]
+    # Alerts that read recorded series: name, inlined raw s, recorded names they read.
+    alerts_inlined: list[tuple[str, float, list[str]]]
 
 
 def measure(n: int, minutes: int, step: int, repeat: int, work: Path) -> Result:
@@ -335,7 +339,14 @@ def measure(n: int, minutes: int, step: int, repeat: int, work: Path) -> Result:
             t_raw, n_raw = prom.timed(repeat, "query_range", query=raw_expr, **rng)
             t_rec, n_rec = prom.timed(repeat, "query_range", query=expr, **rng)
             panels.append((where, t_raw, t_rec, n_raw, n_rec))
-        alert_times = [(a, prom.timed(repeat, "query", query=e, time=at)[0]) for a, e in alerts]
+        # Interleaved, the recorded and the inlined form of an alert see the same load.
+        alert_times, inlined = [], []
+        for a, e in alerts:
+            alert_times.append((a, prom.timed(repeat, "query", query=e, time=at)[0]))
+            reads = sorted({m.group(1) for m in _RECORDED.finditer(e)})
+            if reads:
+                t_raw = prom.timed(repeat, "query", query=inline(e, rec_exprs), time=at)[0]
+                inlined.append((a, t_raw, reads))
         rule_times = [(r, prom.timed(repeat, "query", query=e, time=at)[0]) for r, e in recs]
     shutil.rmtree(data, ignore_errors=True)
     return Result(
@@ -351,6 +362,7 @@ def measure(n: int, minutes: int, step: int, repeat: int, work: Path) -> Result:
         panels,
         alert_times,
         rule_times,
+        inlined,
     )
 
 
@@ -394,6 +406,23 @@ def report(r: Result, minutes: int, step: int) -> str:
         + ", ".join(f"{a} {t * 1e3:.1f}" for a, t in sorted(r.rule_eval, key=lambda x: -x[1])[:3])
         + f"; all {len(r.rule_eval)}: {sum(t for _, t in r.rule_eval) * 1e3:.1f}"
     )
+    rule_s = dict(r.rule_eval)
+    alert_s = dict(r.alerts)
+    for a, t_raw, reads in r.alerts_inlined:
+        t_rules = sum(rule_s[n] for n in reads)
+        lines.append(
+            f"    {a}: raw {t_raw * 1e3:.1f} -> recorded {alert_s[a] * 1e3:.1f} "
+            f"+ its rules {t_rules * 1e3:.1f} = {(alert_s[a] + t_rules) * 1e3:.1f} "
+            f"({t_raw / max(alert_s[a] + t_rules, 1e-9):.2f}x; reads {', '.join(reads)})"
+        )
+    if r.alerts_inlined:
+        before = sum(alert_s.values()) + sum(t - alert_s[a] for a, t, _ in r.alerts_inlined)
+        read = {n for _, _, reads in r.alerts_inlined for n in reads}
+        after = sum(alert_s.values()) + sum(rule_s[n] for n in read)
+        lines.append(
+            f"    all alerts, raw -> recorded + the rules they read: {before * 1e3:.1f} -> "
+            f"{after * 1e3:.1f} ({before / max(after, 1e-9):.2f}x)"
+        )
     return "\n".join(lines)
 
 

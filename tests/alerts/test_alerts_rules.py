@@ -133,11 +133,36 @@ def test_rollback_alerts_carry_the_labels_that_name_their_target() -> None:
 
 def test_rules_read_only_contract_metrics() -> None:
     used = set()
-    for r in rules():
+    recorded = {r["record"] for r in records()}
+    for r in [*rules(), *records()]:
         expr = re.sub(r'\{[^}]*\}|\[[^\]]*\]|"[^"]*"', "", r["expr"])
+        # A recorded series (level:metric:operations) is read from this file, not the agent.
+        read = set(re.findall(r"\b[a-z][a-z0-9_]*:[a-z0-9_]+:[a-z0-9_]+\b", expr))
+        assert read <= recorded, (r.get("alert") or r["record"], read - recorded)
+        for name in read:
+            expr = expr.replace(name, "")
         used |= {m for m in re.findall(r"\b(vigil_[a-z0-9_]+|up)\b", expr)}
     assert used, "no metric found in the rules"
     assert used <= contract(), used - contract()
+
+
+def test_an_alert_reads_recorded_series_only_of_its_own_group_recorded_before_it() -> None:
+    """Rules of one group run in order at one evaluation time: an alert that reads a series
+    recorded earlier in its group sees this evaluation's value, exactly what it computed
+    when the expression was inline. From another group it would lag by up to an interval
+    (an alert's `for` then starts late, and alerts/tests/ catches it at its boundary)."""
+    doc = yaml.safe_load(RULES.read_text())
+    checked = 0
+    for g in doc["groups"]:
+        before: set[str] = set()
+        for r in g["rules"]:
+            if "record" in r:
+                before.add(r["record"])
+                continue
+            read = set(re.findall(r"\b[a-z][a-z0-9_]*:[a-z0-9_]+:[a-z0-9_]+\b", r["expr"]))
+            assert read <= before, (r["alert"], read - before)
+            checked += len(read)
+    assert checked, "no alert reads a recorded series"
 
 
 def test_no_threshold_is_written_outside_thresholds_yml() -> None:

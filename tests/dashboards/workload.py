@@ -26,6 +26,27 @@ from pathlib import Path
 FIXTURE = Path(__file__).resolve().parents[1] / "inference" / "fixtures" / "vllm.txt"
 LATE_ANSWER_S = 0.8  # past the agent's default probe timeout (0.5 s): a probe timeout
 STARTED = time.monotonic()
+# vLLM's prompt and generation length histograms (its 1-2-5 buckets), which the fixture
+# lacks: the agent tests their drift, so the length-drift series need them. Cumulative
+# shares of the requests of each engine (987 and 924, as the fixture's latency counts).
+TOKENS_125 = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+LENGTH_SHARES = {
+    "vllm:request_prompt_tokens": (0, 0, 0.01, 0.03, 0.08, 0.2, 0.4, 0.65, 0.88, 0.97, 0.99, 1),
+    "vllm:request_generation_tokens": (0, 0.01, 0.03, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98, 1, 1, 1),
+}
+
+
+def length_histograms(model: str, engines: dict[str, int]) -> str:
+    lines = []
+    for family, shares in LENGTH_SHARES.items():
+        lines += [f"# HELP {family} Number of tokens per request.", f"# TYPE {family} histogram"]
+        for engine, n in engines.items():
+            lab = f'model_name="{model}",engine="{engine}"'
+            for le, share in (*zip(TOKENS_125, shares, strict=True), ("+Inf", 1)):
+                lines.append(f'{family}_bucket{{{lab},le="{le}"}} {float(round(n * share))}')
+            lines.append(f"{family}_count{{{lab}}} {float(n)}")
+            lines.append(f"{family}_sum{{{lab}}} {float(n * 150)}")
+    return "\n".join(lines) + "\n"
 
 
 def cumulative_samples(text: str) -> set[str]:
@@ -59,7 +80,9 @@ def grown(text: str, growing: set[str], factor: float) -> str:
 
 
 class VllmHandler(BaseHTTPRequestHandler):
-    text = FIXTURE.read_text()
+    text = FIXTURE.read_text() + length_histograms(
+        "meta-llama/Llama-3.1-8B-Instruct", {"0": 987, "1": 924}
+    )
     growing = cumulative_samples(text)
     health_calls = itertools.count()
 
