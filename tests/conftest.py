@@ -9,13 +9,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-# Files whose tests load a CPU on purpose (the diagnosis scenarios pin a busy loop and a
-# CPU hog, at nice -10, to one CPU) or measure what they get of one (py-spy's sample
-# shares). Run beside each other on two workers, the first starve the second: a sampled
-# share that is exact alone came out 0.33 instead of 0.5. They share one xdist group, so
-# one worker runs them one after another while the other worker runs everything else.
-CPU_CONTENTION = (
-    "tests/diagnosis/",
+# Files whose tests load a CPU on purpose: the diagnosis scenarios pin a busy loop and a
+# CPU hog, at nice -10, to one CPU. They share one xdist group, so one worker runs them one
+# after another instead of two at once.
+CPU_CONTENTION = ("tests/diagnosis/",)
+# Files that measure what share of a CPU a process gets, from py-spy's samples: beside any
+# busy test the sampler falls behind in one window and not the next, and an idle share that
+# is exact alone (0.5) came out 0.33. They are marked `alone`: scripts/run-tests.sh runs
+# them after the parallel run, with nothing beside them (about 40 s).
+ALONE = (
     "tests/profile/test_agent_profiles.py",
     "tests/profile/test_collector.py",
 )
@@ -35,6 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+        if item.nodeid.startswith(ALONE):
+            item.add_marker(pytest.mark.alone)
     # Kernel and privileged tests need root; say so instead of failing obscurely.
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root (run `make test` as root, as CI does)")

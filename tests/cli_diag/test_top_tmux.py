@@ -55,8 +55,12 @@ def test_rows_sort_filter_and_quit_in_80_columns(agent: FakeAgent, tmp_path: Pat
         screen.keys("/")
         screen.wait_for("the filter box", lambda s: "filter: part of a pod" in s)
         screen.type("llama")
-        one = screen.wait_for("the filtered rows", lambda s: rows(s) == ["serving/llama-7b-5f9c"])
-        assert "1 of 4 watched" in one and "filter 'llama'" in one
+        # The filter applies as it is typed ("ll" already leaves one row): wait for all of it.
+        one = screen.wait_for(
+            "the filtered rows",
+            lambda s: "filter 'llama'" in s and rows(s) == ["serving/llama-7b-5f9c"],
+        )
+        assert "1 of 4 watched" in one
         screen.keys("Enter")
         # Back on the table: the filter stays, and keys are keys again.
         screen.keys("Escape")

@@ -231,10 +231,16 @@ class ProfileCollector:
                 return
             if outcome == "ok":
                 if mode == "cpu":
-                    t.active_total += counted
                     t.last_active = counted
                 elif mode == "wall" and "cpu" in t.texts:
-                    t.idle_total += max(0, counted - t.last_active)
+                    # Both counters move together, once per wall window: its samples split
+                    # into the latest cpu window's active count and the rest, idle. Adding
+                    # the active ones at each cpu window instead made the ratio depend on
+                    # where the rotation stood when scraped (1/3 for a half-idle process
+                    # just after a cpu window, 1/2 just after a wall window).
+                    active = min(counted, t.last_active)
+                    t.active_total += active
+                    t.idle_total += counted - active
                 t.texts[mode] = run.text(mode)
                 t.runs[mode] = run
                 t.next_mode += 1
