@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # CPU hog, at nice -10, to one CPU. They share one xdist group, so one worker runs them one
 # after another instead of two at once.
 CPU_CONTENTION = ("tests/diagnosis/",)
-# Files that measure what share of a CPU a process gets, from py-spy's samples: beside any
-# busy test the sampler falls behind in one window and not the next, and an idle share that
-# is exact alone (0.5) came out 0.33. They are marked `alone`: scripts/run-tests.sh runs
-# them after the parallel run, with nothing beside them (about 40 s).
+# Files that measure what share of a CPU a process gets, from py-spy's samples, within
+# +-10 points: beside a busy test the sampler can fall behind in one window and not the
+# next, which moves the shares they compare. They are marked `alone`: scripts/run-tests.sh
+# runs them after the parallel run, with nothing beside them (about 40 s).
 ALONE = (
     "tests/profile/test_agent_profiles.py",
     "tests/profile/test_collector.py",
