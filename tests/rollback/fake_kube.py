@@ -19,10 +19,12 @@ assertions; ``applied`` holds the patches that were applied.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -242,3 +244,19 @@ def llm_fixture(
         },
     )
     kube.replicasets[namespace] = sets
+
+
+def deployment_config(tmp_path: Path, kube: FakeKube) -> Path:
+    """A controller configuration whose one target rolls back the Deployment an alert names
+    (labels namespace, deployment) through ``kube``, in namespace inference only."""
+    cfg = tmp_path / "rollback.yaml"
+    target = {
+        "action": "kubernetes",
+        "namespace": "{namespace}",
+        "deployment": "{deployment}",
+        "allowed_namespaces": ["inference"],
+        "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
+    }
+    policy = [{"match_re": {"deployment": ".+"}, "target": "k8s"}]
+    cfg.write_text(json.dumps({"targets": {"k8s": target}, "policy": policy}))
+    return cfg

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from agentproc import http_get
-from fake_kube import FakeKube, llm_fixture
+from fake_kube import FakeKube, deployment_config, llm_fixture
 from otlp_receiver import OtlpReceiver
 from rbproc import DRIFT, TOKEN, ControllerProcess, alert, live, payload, release_dir
 
@@ -200,23 +200,7 @@ def test_span_is_exported_with_the_rollback_attributes(tmp_path: Path) -> None:
 def test_kubernetes_target_named_by_the_alert(tmp_path: Path) -> None:
     with FakeKube() as kube:
         llm_fixture(kube)
-        cfg = tmp_path / "rollback.yaml"
-        cfg.write_text(
-            json.dumps(
-                {
-                    "targets": {
-                        "k8s": {
-                            "action": "kubernetes",
-                            "namespace": "{namespace}",
-                            "deployment": "{deployment}",
-                            "allowed_namespaces": ["inference"],
-                            "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
-                        }
-                    },
-                    "policy": [{"match_re": {"deployment": ".+"}, "target": "k8s"}],
-                }
-            )
-        )
+        cfg = deployment_config(tmp_path, kube)
         with ControllerProcess(["--config", str(cfg)], tmp_path / "s") as c:
             labels = {"action": "rollback", "namespace": "inference", "deployment": "llm"}
             c.post(payload(alert(labels)))

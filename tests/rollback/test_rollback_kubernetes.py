@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_kube import REVISION, FakeKube, llm_fixture, template
+from fake_kube import REVISION, FakeKube, deployment_config, llm_fixture, template
 
 from agent.rollback.actions.base import DRY_RUN, SKIPPED, SUCCEEDED, ActionError
 from agent.rollback.actions.kubernetes import KubernetesDeploymentAction, label_selector
@@ -146,29 +146,12 @@ def test_a_second_conflict_fails_with_the_reason_and_patches_nothing(
 
 def test_a_second_conflict_is_journaled_as_failed(tmp_path: Path) -> None:
     """A real controller process: the reason reaches the journal and the metric."""
-    import json
 
     from rbproc import ControllerProcess, alert, payload
 
     with FakeKube() as kube:
         llm_fixture(kube)
-        cfg = tmp_path / "rollback.yaml"
-        cfg.write_text(
-            json.dumps(
-                {
-                    "targets": {
-                        "k8s": {
-                            "action": "kubernetes",
-                            "namespace": "{namespace}",
-                            "deployment": "{deployment}",
-                            "allowed_namespaces": ["inference"],
-                            "kubeconfig": str(kube.kubeconfig(tmp_path / "kc")),
-                        }
-                    },
-                    "policy": [{"match_re": {"deployment": ".+"}, "target": "k8s"}],
-                }
-            )
-        )
+        cfg = deployment_config(tmp_path, kube)
         kube.conflicts = 2
         with ControllerProcess(["--config", str(cfg)], tmp_path / "s") as c:
             c.post(

@@ -103,6 +103,28 @@ def shipped_config(tmp_path: Path, kube: FakeKube, token_file: Path) -> Path:
     return path
 
 
+def shipped_stack(
+    es: ExitStack, tmp_path: Path, kube: FakeKube, token_file: Path, exporter: MetricsPage
+) -> ControllerProcess:
+    """The shipped rules in a real Prometheus scraping ``exporter``, a real Alertmanager
+    with the shipped route, and the controller with the shipped configuration against
+    ``kube``; all stopped by ``es``. Returns the controller."""
+    c = es.enter_context(
+        ControllerProcess(
+            ["--config", str(shipped_config(tmp_path, kube, token_file))], tmp_path / "state"
+        )
+    )
+    am = es.enter_context(
+        alertmanager(
+            tmp_path, alertmanager_config(tmp_path / "am.yml", c.url + "/v1/alerts", token_file)
+        )
+    )
+    es.enter_context(
+        prometheus(tmp_path, generate_rules(tmp_path / "rules.yml"), exporter.target, am.url)
+    )
+    return c
+
+
 def test_the_shipped_rules_and_policy_roll_back_only_an_allowed_opted_in_deployment(
     tmp_path: Path,
 ) -> None:
@@ -113,21 +135,7 @@ def test_the_shipped_rules_and_policy_roll_back_only_an_allowed_opted_in_deploym
     with FakeKube() as kube, ExitStack() as es:
         llm_fixture(kube)  # inference/llm, opted in
         llm_fixture(kube, namespace="kube-system")  # opted in, but not an allowed namespace
-        c = es.enter_context(
-            ControllerProcess(
-                ["--config", str(shipped_config(tmp_path, kube, token_file))],
-                tmp_path / "state",
-            )
-        )
-        am = es.enter_context(
-            alertmanager(
-                tmp_path,
-                alertmanager_config(tmp_path / "am.yml", c.url + "/v1/alerts", token_file),
-            )
-        )
-        es.enter_context(
-            prometheus(tmp_path, generate_rules(tmp_path / "rules.yml"), exporter.target, am.url)
-        )
+        c = shipped_stack(es, tmp_path, kube, token_file, exporter)
         wait_for(
             "the rollback of inference/llm",
             lambda: any(r["state"] == "done" for r in c.rollbacks()),

@@ -15,15 +15,10 @@ import pytest
 from fake_workloads import FakeWorkloads, isvc_fixture, rollout_fixture, statefulset_fixture
 from rbproc import (
     TOKEN,
-    ControllerProcess,
     MetricsPage,
-    alertmanager,
-    alertmanager_config,
-    generate_rules,
-    prometheus,
     wait_for,
 )
-from test_rollback_shipped_policy import series, shipped_config
+from test_rollback_shipped_policy import series, shipped_stack
 
 from agent.rollback.actions.kube_api import RBAC
 
@@ -108,21 +103,7 @@ def test_an_alert_on_a_served_model_patches_its_owner_exactly_once(
     exporter = MetricsPage(gpu_full(pod, workload_kind, workload))
     with FakeWorkloads() as kube, ExitStack() as es:
         fixture(kube)  # type: ignore[operator]
-        c = es.enter_context(
-            ControllerProcess(
-                ["--config", str(shipped_config(tmp_path, kube, token_file))],
-                tmp_path / "state",
-            )
-        )
-        am = es.enter_context(
-            alertmanager(
-                tmp_path,
-                alertmanager_config(tmp_path / "am.yml", c.url + "/v1/alerts", token_file),
-            )
-        )
-        es.enter_context(
-            prometheus(tmp_path, generate_rules(tmp_path / "rules.yml"), exporter.target, am.url)
-        )
+        c = shipped_stack(es, tmp_path, kube, token_file, exporter)
         wait_for(
             f"the rollback of {owner}",
             lambda: any(r["state"] == "done" for r in c.rollbacks()),

@@ -8,37 +8,12 @@ import math
 from typing import Any
 
 import pytest
+from test_diagnosis_rules import HEALTHY, HEALTHY_EXTRA, KEY
 
 from agent.collectors.diagnosis.diagnose import CAUSES, HOST_CAUSES, diagnose_one
 from agent.collectors.diagnosis.rules import RULES
 from agent.collectors.diagnosis.signals import Signals
 from agent.collectors.diagnosis.thresholds import DEFAULT as T
-
-KEY = ("", "", "", "python3", "4242")
-
-# Fine on every signal; each trigger below moves just enough to claim one cause.
-HEALTHY: dict[str, Any] = {
-    "runqueue_wait_ratio": 0.01,
-    "runqueue_p99_seconds": 0.0005,
-    "offcpu_ratio": 0.3,
-    "gil_ratio": 0.4,
-    "idle_ratio": 0.1,
-    "cpu_throttled_ratio": 0.0,
-    "gpu_utilization_ratio": 0.6,
-    "gpu_memory_used_ratio": 0.5,
-    "gpu_throttled_ratio": 0.0,
-    "drift_detected": False,
-    "requests_per_second": 50.0,
-    "error_ratio": 0.0,
-    "queue_requests": 0.0,
-}
-HEALTHY_EXTRA = {
-    "voluntary_switches_per_second": 5.0,
-    "unreachable_ratio": 0.0,
-    "stalled_ratio": 0.0,
-    "running_requests": 0.0,
-    "queue_growth": 0.0,
-}
 
 # cause -> (values, extra, the signal a broken reading of which must not claim it)
 TRIGGERS: dict[str, tuple[dict[str, Any], dict[str, float], str]] = {

@@ -212,8 +212,7 @@ class ProfileCollector:
                     self.rate * self.window,
                     self.top_k,
                 )
-        # Samples are counted by the window that measured them: active ones in a cpu
-        # window, idle ones (all threads minus the latest active count) in a wall window.
+        # A cpu window's samples are the active count; a wall window's, every thread's.
         counted = parse_collapsed(run.text(mode)).total if outcome == "ok" and mode else 0
         with self._lock:
             self.budget.charge(run.cpu_seconds, t.reserved)
